@@ -1,0 +1,118 @@
+/**
+ * Every error imgstream raises is an {@link ImgstreamError} with a stable `code`.
+ * Users match on `code`; `docs/errors.md` lists every code and what to do about it.
+ */
+
+export const ErrorCode = Object.freeze({
+  /** An option passed to a constructor or function is invalid. */
+  INVALID_OPTION: 'IMGSTREAM_INVALID_OPTION',
+  /** An image reference cannot be parsed. */
+  INVALID_REFERENCE: 'IMGSTREAM_INVALID_REFERENCE',
+  /** A digest string is malformed or uses an unsupported algorithm. */
+  INVALID_DIGEST: 'IMGSTREAM_INVALID_DIGEST',
+  /** Content does not match the digest it was addressed by. */
+  DIGEST_MISMATCH: 'IMGSTREAM_DIGEST_MISMATCH',
+  /** A manifest or index is malformed or of an unsupported media type. */
+  INVALID_MANIFEST: 'IMGSTREAM_INVALID_MANIFEST',
+  /** The image is a Docker schema 1 manifest, which imgstream refuses. */
+  UNSUPPORTED_SCHEMA1: 'IMGSTREAM_UNSUPPORTED_SCHEMA1',
+  /** A media type imgstream cannot handle. */
+  UNSUPPORTED_MEDIA_TYPE: 'IMGSTREAM_UNSUPPORTED_MEDIA_TYPE',
+  /** No manifest in an index matches the requested platform. */
+  PLATFORM_NOT_FOUND: 'IMGSTREAM_PLATFORM_NOT_FOUND',
+  /** The registry refused the credentials (401 after authenticating). */
+  REGISTRY_UNAUTHORIZED: 'IMGSTREAM_REGISTRY_UNAUTHORIZED',
+  /** The registry denied access (403). */
+  REGISTRY_DENIED: 'IMGSTREAM_REGISTRY_DENIED',
+  /** The manifest, blob or repository does not exist (404). */
+  REGISTRY_NOT_FOUND: 'IMGSTREAM_REGISTRY_NOT_FOUND',
+  /** The registry answered with an unexpected status or body. */
+  REGISTRY_PROTOCOL: 'IMGSTREAM_REGISTRY_PROTOCOL',
+  /** The registry kept failing (5xx, 429, resets) past the retry budget. */
+  REGISTRY_UNAVAILABLE: 'IMGSTREAM_REGISTRY_UNAVAILABLE',
+  /** A request did not complete within its timeout. */
+  TIMEOUT: 'IMGSTREAM_TIMEOUT',
+  /** A requested byte range lies outside the blob (416). */
+  RANGE_NOT_SATISFIABLE: 'IMGSTREAM_RANGE_NOT_SATISFIABLE',
+  /** A credential helper failed or returned malformed output. */
+  CREDENTIAL_HELPER: 'IMGSTREAM_CREDENTIAL_HELPER',
+  /** A tar stream is malformed. */
+  INVALID_TAR: 'IMGSTREAM_INVALID_TAR',
+  /** A layer index (eStargz TOC, zran index, file table) is malformed. */
+  INVALID_INDEX: 'IMGSTREAM_INVALID_INDEX',
+  /** A size or ratio limit was exceeded (oversized TOC, decompression bomb). */
+  LIMIT_EXCEEDED: 'IMGSTREAM_LIMIT_EXCEEDED',
+  /** A compressed stream is corrupt. */
+  CORRUPT_DATA: 'IMGSTREAM_CORRUPT_DATA',
+  /** The layer has no seekable index, so it cannot be streamed. */
+  NOT_STREAMABLE: 'IMGSTREAM_NOT_STREAMABLE',
+  /** A path does not exist in a layer or image. */
+  NOT_FOUND: 'IMGSTREAM_NOT_FOUND',
+  /** The object was used after close(). */
+  CLOSED: 'IMGSTREAM_CLOSED',
+  /** The disk ran out of space. */
+  DISK_FULL: 'IMGSTREAM_DISK_FULL',
+});
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Structured fields an error may carry. */
+export interface ImgstreamErrorFields {
+  digest?: string;
+  ref?: string;
+  range?: { offset: number; length: number };
+  status?: number;
+  url?: string;
+  option?: string;
+  path?: string;
+  expected?: string;
+  actual?: string;
+  [key: string]: unknown;
+}
+
+export interface ImgstreamErrorOptions extends ImgstreamErrorFields {
+  cause?: unknown;
+}
+
+/** Base class of every error imgstream raises. */
+export class ImgstreamError extends Error {
+  override name = 'ImgstreamError';
+  readonly code: ErrorCode;
+  readonly fields: Readonly<ImgstreamErrorFields>;
+
+  constructor(code: ErrorCode, message: string, options: ImgstreamErrorOptions = {}) {
+    const { cause, ...fields } = options;
+    super(message, cause === undefined ? undefined : { cause });
+    this.code = code;
+    this.fields = Object.freeze(fields);
+  }
+
+  toJSON(): Record<string, unknown> {
+    return {
+      name: this.name,
+      code: this.code,
+      message: this.message,
+      ...this.fields,
+      ...(this.cause !== undefined ? { cause: serialiseCause(this.cause) } : {}),
+    };
+  }
+}
+
+function serialiseCause(cause: unknown): unknown {
+  if (cause instanceof ImgstreamError) return cause.toJSON();
+  if (cause instanceof Error) {
+    const code = (cause as { code?: unknown }).code;
+    return { name: cause.name, message: cause.message, ...(code !== undefined ? { code } : {}) };
+  }
+  return String(cause);
+}
+
+/** True when `err` is an ImgstreamError, optionally of the given code. */
+export function isImgstreamError(err: unknown, code?: ErrorCode): err is ImgstreamError {
+  return err instanceof ImgstreamError && (code === undefined || err.code === code);
+}
+
+/** Throws IMGSTREAM_INVALID_OPTION naming the option. */
+export function invalidOption(option: string, message: string): ImgstreamError {
+  return new ImgstreamError(ErrorCode.INVALID_OPTION, `invalid option ${option}: ${message}`, { option });
+}

@@ -1,0 +1,2 @@
+// Unstable plug-in points (custom index formats, credential providers). May change in any release.
+export {};
