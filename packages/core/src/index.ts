@@ -4,3 +4,27 @@ export type { ImgstreamErrorFields, ImgstreamErrorOptions } from './errors.js';
 export { Digester, isDigest, parseDigest, sha256Digest, verifyDigest } from './digest.js';
 export type { Digest } from './digest.js';
 export type { RangeReader } from './blob.js';
+export { defaults } from './defaults.js';
+export { BufferRangeReader } from './blob/buffer-range-reader.js';
+export { FileRangeReader } from './blob/file-range-reader.js';
+export { readTar } from './tar/tar-reader.js';
+export type { ReadTarOptions, TarDataRegion, TarEntry, TarEntryType } from './tar/tar-reader.js';
+export type { BlockInfo, EntryType, Extent, FileEntry, LayerFormat, LayerIndex } from './index/model.js';
+export { normalisePath } from './index/file-table.js';
+export { buildRawIndex, buildZranIndex } from './index/build-stream-index.js';
+export type { BuildIndexOptions } from './index/build-stream-index.js';
+export { StreamLayerIndex } from './index/stream-layer-index.js';
+export type { StreamBlock, StreamEntry, StreamIndexData } from './index/stream-layer-index.js';
+export { INDEX_ARTIFACT_TYPE, INDEX_MEDIA_TYPE, parseIndex, serialiseIndex } from './index/index-artifact.js';
+export type { ParseIndexOptions } from './index/index-artifact.js';
+export {
+  ESTARGZ_FOOTER_BYTES,
+  ESTARGZ_TOC_DIGEST_ANNOTATION,
+  LEGACY_STARGZ_FOOTER_BYTES,
+  openEstargzIndex,
+  parseEstargzFooter,
+} from './index/estargz-index.js';
+export type { OpenEstargzIndexOptions } from './index/estargz-index.js';
+export { buildLayerIndex, openLayerIndex } from './index/open-layer-index.js';
+export type { BuildLayerIndexOptions, OpenLayerIndexOptions } from './index/open-layer-index.js';
+export { readEntryRange } from './index/read-entry.js';

@@ -1,0 +1,126 @@
+import { createHash, type Hash } from 'node:crypto';
+import { defaults } from '../defaults.js';
+import { digestMismatch, type Digest } from '../digest.js';
+import { ErrorCode, ImgstreamError } from '../errors.js';
+import { inflateWithCheckpoints, type GzipScanResult } from './gzip-checkpoints.js';
+import { scanTar } from './scan-tar.js';
+import { StreamLayerIndex, type StreamBlock, type StreamEntry } from './stream-layer-index.js';
+
+/** Options of {@link buildZranIndex} and {@link buildRawIndex}. */
+export interface BuildIndexOptions {
+  /** The layer's digest; when given, the stream is verified against it (IMGSTREAM_DIGEST_MISMATCH). */
+  expectedDigest?: Digest;
+  /** zran: uncompressed bytes between checkpoints; raw: block size. Defaults: `defaults.zranSpanBytes` / `defaults.rawBlockBytes`. */
+  spanBytes?: number;
+  /** Largest uncompressed layer size in bytes. Default `defaults.maxUncompressedLayerBytes`. */
+  maxUncompressedBytes?: number;
+  /** Largest uncompressed/compressed ratio (zran). Default `defaults.maxCompressionRatio`. */
+  maxRatio?: number;
+  /** Largest number of tar entries. Default `defaults.maxIndexEntries`. */
+  maxEntries?: number;
+  signal?: AbortSignal;
+}
+
+async function* abortable(source: AsyncIterable<Uint8Array>, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+  for await (const chunk of source) {
+    signal?.throwIfAborted();
+    yield chunk;
+  }
+  signal?.throwIfAborted();
+}
+
+function checkSpan(spanBytes: number): void {
+  if (!Number.isSafeInteger(spanBytes) || spanBytes < 4096) throw new ImgstreamError(ErrorCode.INVALID_OPTION, `invalid option spanBytes: must be an integer >= 4096`, { option: 'spanBytes' });
+}
+
+/**
+ * Builds a zran index of a plain gzip layer in one pass over the blob: file table plus a
+ * checkpoint every `spanBytes` of uncompressed output, with a sha256 per span.
+ */
+export async function buildZranIndex(blob: AsyncIterable<Uint8Array>, options: BuildIndexOptions = {}): Promise<StreamLayerIndex> {
+  const spanBytes = options.spanBytes ?? defaults.zranSpanBytes;
+  checkSpan(spanBytes);
+  const result: Partial<GzipScanResult> = {};
+  const stream = inflateWithCheckpoints(
+    abortable(blob, options.signal),
+    spanBytes,
+    {
+      maxUncompressedBytes: options.maxUncompressedBytes ?? defaults.maxUncompressedLayerBytes,
+      maxRatio: options.maxRatio ?? defaults.maxCompressionRatio,
+      ratioFloorBytes: defaults.ratioFloorBytes,
+    },
+    result,
+  );
+  const table = await scanTar(stream, options.maxEntries ?? defaults.maxIndexEntries);
+  // the tar reader drains the stream to its end, so the scan result is complete here
+  const { spans, compressedSize, uncompressedSize, digest } = result;
+  if (spans === undefined || compressedSize === undefined || uncompressedSize === undefined || digest === undefined) {
+    throw new ImgstreamError(ErrorCode.CORRUPT_DATA, 'gzip stream was not read to its end');
+  }
+  if (options.expectedDigest !== undefined && digest !== options.expectedDigest) throw digestMismatch(options.expectedDigest, digest, 'layer blob');
+  const blocks: StreamBlock[] = spans.map((s) => ({
+    fetchOffset: s.fetchOffset,
+    fetchSize: s.fetchSize,
+    uncompressedOffset: s.uncompressedOffset,
+    uncompressedSize: s.uncompressedSize,
+    digest: s.digest,
+    bits: s.bits,
+    member: s.member,
+    window: s.window,
+  }));
+  return new StreamLayerIndex({
+    format: 'zran',
+    layerDigest: digest,
+    layerSize: compressedSize,
+    uncompressedSize,
+    spanBytes,
+    blocks,
+    entries: [...table.entries.values()] as StreamEntry[],
+  });
+}
+
+/** Builds a raw index of an uncompressed tar layer: file table plus fixed-size blocks with a sha256 each. */
+export async function buildRawIndex(blob: AsyncIterable<Uint8Array>, options: BuildIndexOptions = {}): Promise<StreamLayerIndex> {
+  const blockBytes = options.spanBytes ?? defaults.rawBlockBytes;
+  checkSpan(blockBytes);
+  const maxBytes = options.maxUncompressedBytes ?? defaults.maxUncompressedLayerBytes;
+  const blocks: StreamBlock[] = [];
+  const whole = createHash('sha256');
+  let total = 0;
+  let cur: Hash = createHash('sha256');
+  let curLen = 0;
+  const flush = (): void => {
+    blocks.push({ fetchOffset: total - curLen, fetchSize: curLen, uncompressedOffset: total - curLen, uncompressedSize: curLen, digest: `sha256:${cur.digest('hex')}` });
+    cur = createHash('sha256');
+    curLen = 0;
+  };
+  async function* hashing(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of abortable(blob, options.signal)) {
+      whole.update(chunk);
+      let p = 0;
+      while (p < chunk.byteLength) {
+        const take = Math.min(chunk.byteLength - p, blockBytes - curLen);
+        cur.update(chunk.subarray(p, p + take));
+        curLen += take;
+        total += take;
+        p += take;
+        if (curLen === blockBytes) flush();
+      }
+      if (total > maxBytes) throw new ImgstreamError(ErrorCode.LIMIT_EXCEEDED, `layer is larger than ${maxBytes} bytes`, { limit: maxBytes });
+      yield chunk;
+    }
+    if (curLen > 0) flush();
+  }
+  const table = await scanTar(hashing(), options.maxEntries ?? defaults.maxIndexEntries);
+  const digest: Digest = `sha256:${whole.digest('hex')}`;
+  if (options.expectedDigest !== undefined && digest !== options.expectedDigest) throw digestMismatch(options.expectedDigest, digest, 'layer blob');
+  return new StreamLayerIndex({
+    format: 'raw',
+    layerDigest: digest,
+    layerSize: total,
+    uncompressedSize: total,
+    spanBytes: blockBytes,
+    blocks,
+    entries: [...table.entries.values()] as StreamEntry[],
+  });
+}
