@@ -163,7 +163,8 @@ function entryBlocks(e: Exclude<TarEntrySpec, { type: 'raw' }>, seq: number): Ui
       typeflag = '6';
       break;
     case 'sparse': {
-      const regs = e.regions.map((r) => ({ offset: r.offset, data: bytes(r.data) }));
+      // like GNU tar, the map ends with an empty region at the real size (it carries trailing holes)
+      const regs = [...e.regions.map((r) => ({ offset: r.offset, data: bytes(r.data) })), { offset: e.size, data: new Uint8Array(0) }];
       const data = Buffer.concat(regs.map((r) => r.data));
       if (e.sparseFormat === 'gnu') {
         typeflag = 'S';
