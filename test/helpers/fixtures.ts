@@ -9,7 +9,7 @@ export function allTypesEntries(seed = 1): TarEntrySpec[] {
   return [
     { type: 'dir', name: './', mode: 0o755, mtime: 1690000000 },
     { type: 'dir', name: 'etc/', mode: 0o750, uid: 5, gid: 6, mtime: 1690000001 },
-    { type: 'file', name: 'etc/hosts', content: '127.0.0.1 localhost\n', mtime: 1700000000.123456789, xattrs: { 'user.comment': 'hi', 'security.capability': new Uint8Array([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]) } },
+    { type: 'file', name: 'etc/hosts', content: '127.0.0.1 localhost\n', mtime: 1700000000.1234567, xattrs: { 'user.comment': 'hi', 'security.capability': new Uint8Array([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]) } },
     { type: 'file', name: 'etc/setuid', content: '#!/bin/sh\n', mode: 0o4755 },
     { type: 'file', name: 'etc/sticky-dir-file', content: '', mode: 0o1777 },
     { type: 'symlink', name: 'etc/long-link', target: `../${'t'.repeat(130)}` },

@@ -138,7 +138,7 @@ function entryBlocks(e: Exclude<TarEntrySpec, { type: 'raw' }>, seq: number): Ui
   let size = 0;
   let typeflag = '0';
   let sparseExtra: ((b: Uint8Array) => void) | undefined;
-  let sparseExt: Uint8Array[] = [];
+  const sparseExt: Uint8Array[] = [];
   switch (e.type) {
     case 'file':
       content = bytes(e.content);

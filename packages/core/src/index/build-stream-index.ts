@@ -16,6 +16,8 @@ export interface BuildIndexOptions {
   maxUncompressedBytes?: number;
   /** Largest uncompressed/compressed ratio (zran). Default `defaults.maxCompressionRatio`. */
   maxRatio?: number;
+  /** Output below which the ratio is not enforced, in bytes. Default `defaults.ratioFloorBytes`. */
+  ratioFloorBytes?: number;
   /** Largest number of tar entries. Default `defaults.maxIndexEntries`. */
   maxEntries?: number;
   signal?: AbortSignal;
@@ -47,7 +49,7 @@ export async function buildZranIndex(blob: AsyncIterable<Uint8Array>, options: B
     {
       maxUncompressedBytes: options.maxUncompressedBytes ?? defaults.maxUncompressedLayerBytes,
       maxRatio: options.maxRatio ?? defaults.maxCompressionRatio,
-      ratioFloorBytes: defaults.ratioFloorBytes,
+      ratioFloorBytes: options.ratioFloorBytes ?? defaults.ratioFloorBytes,
     },
     result,
   );

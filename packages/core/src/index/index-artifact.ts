@@ -188,7 +188,7 @@ export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): 
         regions.push({ fileOffset, length, streamOffset });
       }
       entry.regions = regions;
-    }
+    } else if (type === 'file') entry.regions = [];
     entries.push(entry);
   }
   if (!seen.has('')) throw bad('no root entry');
