@@ -104,3 +104,13 @@ test('buildZranIndex honours an abort signal', async () => {
   ac.abort(reason);
   await assert.rejects(buildZranIndex(chunked(gz, 4096), { signal: ac.signal }), (e) => e === reason);
 });
+
+test('zran and raw builds give identical indexes when the blob arrives one byte at a time', async () => {
+  const tar = buildTar([
+    { type: 'file', name: 'a', content: pseudoRandom(40_000, 5, true) },
+    { type: 'file', name: 'b', content: pseudoRandom(30_000, 6) },
+  ]);
+  const gz = new Uint8Array(gzipSync(tar));
+  assert.deepEqual((await buildZranIndex(chunked(gz, 1), { spanBytes: 4096 })).data, (await buildZranIndex(chunked(gz, gz.byteLength), { spanBytes: 4096 })).data);
+  assert.deepEqual((await buildRawIndex(chunked(tar, 1), { spanBytes: 4096 })).data, (await buildRawIndex(chunked(tar, tar.byteLength), { spanBytes: 4096 })).data);
+});

@@ -1,8 +1,10 @@
 import { createHash, type Hash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { defaults } from '../defaults.js';
 import { digestMismatch, type Digest } from '../digest.js';
 import { ErrorCode, ImgstreamError } from '../errors.js';
 import { inflateWithCheckpoints, type GzipScanResult } from './gzip-checkpoints.js';
+import { channel, publish } from '../diagnostics.js';
 import { scanTar } from './scan-tar.js';
 import { StreamLayerIndex, type StreamBlock, type StreamEntry } from './stream-layer-index.js';
 
@@ -31,6 +33,20 @@ async function* abortable(source: AsyncIterable<Uint8Array>, signal: AbortSignal
   signal?.throwIfAborted();
 }
 
+const indexBuilt = channel('core:index-built');
+
+function built(index: StreamLayerIndex, startMs: number): StreamLayerIndex {
+  publish(indexBuilt, {
+    format: index.format,
+    layerDigest: index.layerDigest,
+    layerSize: index.layerSize,
+    blocks: index.blocks.length,
+    entries: index.entries.size,
+    durationMs: performance.now() - startMs,
+  });
+  return index;
+}
+
 function checkSpan(spanBytes: number): void {
   if (!Number.isSafeInteger(spanBytes) || spanBytes < 4096) throw new ImgstreamError(ErrorCode.INVALID_OPTION, `invalid option spanBytes: must be an integer >= 4096`, { option: 'spanBytes' });
 }
@@ -40,6 +56,7 @@ function checkSpan(spanBytes: number): void {
  * checkpoint every `spanBytes` of uncompressed output, with a sha256 per span.
  */
 export async function buildZranIndex(blob: AsyncIterable<Uint8Array>, options: BuildIndexOptions = {}): Promise<StreamLayerIndex> {
+  const start = performance.now();
   const spanBytes = options.spanBytes ?? defaults.zranSpanBytes;
   checkSpan(spanBytes);
   const result: Partial<GzipScanResult> = {};
@@ -70,7 +87,7 @@ export async function buildZranIndex(blob: AsyncIterable<Uint8Array>, options: B
     member: s.member,
     window: s.window,
   }));
-  return new StreamLayerIndex({
+  return built(new StreamLayerIndex({
     format: 'zran',
     layerDigest: digest,
     layerSize: compressedSize,
@@ -78,11 +95,12 @@ export async function buildZranIndex(blob: AsyncIterable<Uint8Array>, options: B
     spanBytes,
     blocks,
     entries: [...table.entries.values()] as StreamEntry[],
-  });
+  }), start);
 }
 
 /** Builds a raw index of an uncompressed tar layer: file table plus fixed-size blocks with a sha256 each. */
 export async function buildRawIndex(blob: AsyncIterable<Uint8Array>, options: BuildIndexOptions = {}): Promise<StreamLayerIndex> {
+  const start = performance.now();
   const blockBytes = options.spanBytes ?? defaults.rawBlockBytes;
   checkSpan(blockBytes);
   const maxBytes = options.maxUncompressedBytes ?? defaults.maxUncompressedLayerBytes;
@@ -116,7 +134,7 @@ export async function buildRawIndex(blob: AsyncIterable<Uint8Array>, options: Bu
   const table = await scanTar(hashing(), options.maxEntries ?? defaults.maxIndexEntries);
   const digest: Digest = `sha256:${whole.digest('hex')}`;
   if (options.expectedDigest !== undefined && digest !== options.expectedDigest) throw digestMismatch(options.expectedDigest, digest, 'layer blob');
-  return new StreamLayerIndex({
+  return built(new StreamLayerIndex({
     format: 'raw',
     layerDigest: digest,
     layerSize: total,
@@ -124,5 +142,5 @@ export async function buildRawIndex(blob: AsyncIterable<Uint8Array>, options: Bu
     spanBytes: blockBytes,
     blocks,
     entries: [...table.entries.values()] as StreamEntry[],
-  });
+  }), start);
 }

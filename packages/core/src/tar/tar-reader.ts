@@ -1,3 +1,4 @@
+import { defaults } from '../defaults.js';
 import { ByteReader } from './byte-reader.js';
 import {
   TAR_BLOCK,
@@ -64,13 +65,12 @@ export interface TarEntry {
 
 /** Options for {@link readTar}. */
 export interface ReadTarOptions {
-  /** Upper bound on a PAX / GNU long-name extension payload, in bytes. Default 1 MiB. */
+  /** Upper bound on a PAX / GNU long-name extension payload, in bytes. Default `defaults.maxTarExtensionBytes` (1 MiB). */
   maxExtensionBytes?: number;
   /** Upper bound on the number of sparse regions of one file. Default 65536. */
   maxSparseRegions?: number;
 }
 
-const DEFAULT_MAX_EXTENSION = 1 << 20;
 const DEFAULT_MAX_SPARSE = 65536;
 
 function pad(n: number): number {
@@ -86,7 +86,7 @@ const decoder = new TextDecoder();
  * the archive must end with the end-of-archive marker (a truncated stream is an error).
  */
 export async function* readTar(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: ReadTarOptions = {}): AsyncGenerator<TarEntry, void, undefined> {
-  const maxExt = options.maxExtensionBytes ?? DEFAULT_MAX_EXTENSION;
+  const maxExt = options.maxExtensionBytes ?? defaults.maxTarExtensionBytes;
   const maxSparse = options.maxSparseRegions ?? DEFAULT_MAX_SPARSE;
   const r = new ByteReader(source);
   const globalPax = new Map<string, Uint8Array>();
