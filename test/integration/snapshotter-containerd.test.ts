@@ -1,0 +1,103 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SnapshotterServer, type RequestEvent } from '@imgstream/snapshotter';
+import { startRegistry } from '../helpers/registry.ts';
+import { pushTinyImage } from '../helpers/tiny-image.ts';
+import { makeLab, startContainerd, unmountBelow } from '../helpers/containerd.ts';
+
+const chainId = (diffIds: readonly string[]): string[] => {
+  const out: string[] = [];
+  for (const d of diffIds) {
+    const prev = out.at(-1);
+    out.push(prev === undefined ? d : `sha256:${createHash('sha256').update(`${prev} ${d}`).digest('hex')}`);
+  }
+  return out;
+};
+
+test('a real containerd 1.6 pulls and runs an image through the imgstream proxy snapshotter', { timeout: 150_000 }, async (t) => {
+  const registry = await startRegistry(t);
+  const image = await pushTinyImage(t, registry.url, 'tiny:1', [
+    {
+      'bin/busybox': { copyFrom: '/usr/bin/busybox' },
+      'etc/hello.txt': 'hello from layer 1\n',
+      'etc/gone.txt': 'removed by layer 2\n',
+      'data/keep.txt': 'layer 1 version\n',
+      'opaque/old.txt': 'hidden by an opaque dir\n',
+      tmp: { dir: true },
+    },
+    {
+      'etc/layer2.txt': 'hello from layer 2\n',
+      'etc/gone.txt': { whiteout: true },
+      'data/keep.txt': 'layer 2 version\n',
+      opaque: { opaque: true },
+      'opaque/new.txt': 'only me\n',
+    },
+  ]);
+
+  const lab = await makeLab(t, 'imgstream-ctd-');
+  const socket = join(lab.dir, 'imgstream.sock');
+  const server = new SnapshotterServer({ rootDir: join(lab.dir, 'imgstream') });
+  lab.defer(() => server.close());
+  const requests: RequestEvent[] = [];
+  server.on('request', (e) => requests.push(e));
+  await server.listen(socket);
+  const ctd = await startContainerd(lab, { proxySnapshotters: { imgstream: socket } });
+
+  // Pull: containerd unpacks each layer into a snapshot it Prepares, mounts and Commits through us.
+  await ctd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'imgstream', image.ref], { timeoutMs: 60_000 });
+  const chains = chainId(image.diffIds);
+  const committed = (await server.snapshotter.list(['kind==committed'])).sort((a, b) => a.parent.length - b.parent.length);
+  assert.equal(committed.length, 2, JSON.stringify(committed));
+  assert.ok(committed[0]!.name.endsWith(`/${chains[0]}`), committed[0]!.name);
+  assert.equal(committed[0]!.parent, '');
+  assert.ok(committed[1]!.name.endsWith(`/${chains[1]}`), committed[1]!.name);
+  assert.equal(committed[1]!.parent, committed[0]!.name);
+  const busyboxUsage = await server.snapshotter.usage(committed[0]!.name);
+  assert.ok(busyboxUsage.sizeBytes >= 1_982_256, `layer 1 usage ${busyboxUsage.sizeBytes}`);
+
+  // Run: the rootfs is our overlay of both layers plus a writable upper dir.
+  const script = [
+    'cat /etc/hello.txt /etc/layer2.txt /data/keep.txt',
+    'ls /etc',
+    'ls /opaque',
+    'test -e /etc/gone.txt && echo gone-still-there',
+    'echo written > /tmp/w && cat /tmp/w',
+  ].join('; ');
+  const run = await ctd.ctr(['run', '--rm', '--snapshotter', 'imgstream', image.ref, 'tiny-1', '/bin/busybox', 'sh', '-c', script], { timeoutMs: 60_000 });
+  assert.equal(run.stdout, 'hello from layer 1\nhello from layer 2\nlayer 2 version\nhello.txt\nlayer2.txt\nnew.txt\nwritten\n', `${run.stdout}\n${run.stderr}`);
+
+  // A second container, started without a shell, to see plain exec and cleanup of the first.
+  const cat = await ctd.ctr(['run', '--rm', '--snapshotter', 'imgstream', image.ref, 'tiny-2', '/bin/busybox', 'cat', '/etc/hello.txt'], { timeoutMs: 60_000 });
+  assert.equal(cat.stdout, 'hello from layer 1\n');
+
+  // containerd's own snapshot commands go through our Stat, List and Usage.
+  const ls = await ctd.ctr(['snapshots', '--snapshotter', 'imgstream', 'ls']);
+  assert.match(ls.stdout, new RegExp(`${chains[1]!.replace(':', '\\:')}\\s+${chains[0]!.replace(':', '\\:')}\\s+Committed`));
+  const info = JSON.parse((await ctd.ctr(['snapshots', '--snapshotter', 'imgstream', 'info', chains[1]!])).stdout) as { Kind: string; Parent: string };
+  assert.equal(info.Parent, chains[0]);
+  const usage = await ctd.ctr(['snapshots', '--snapshotter', 'imgstream', 'usage', chains[0]!]);
+  assert.match(usage.stdout, new RegExp(`${chains[0]!.replace(':', '\\:')}\\s+\\d`));
+
+  // The --rm runs removed their active snapshots: only the two layers remain, nothing mounted.
+  assert.deepEqual(
+    (await server.snapshotter.list()).map((i) => i.kind),
+    ['committed', 'committed'],
+  );
+  assert.deepEqual(await unmountBelow(join(lab.dir, 'imgstream')), [], 'no snapshot stays mounted');
+
+  // Removing the image lets containerd's garbage collector Remove and Cleanup our snapshots.
+  await ctd.ctr(['images', 'rm', '--sync', image.ref]);
+  const deadline = Date.now() + 20_000;
+  while ((await server.snapshotter.list()).length > 0 && Date.now() < deadline) await sleep(100);
+  assert.deepEqual(await server.snapshotter.list(), [], ctd.log());
+  for (const m of ['Prepare', 'Mounts', 'Commit', 'Remove', 'Stat', 'List', 'Usage']) {
+    assert.ok(
+      requests.some((r) => r.method === m && r.error === undefined),
+      `containerd called ${m} (saw ${[...new Set(requests.map((r) => r.method))].join(',')})`,
+    );
+  }
+  assert.ok(requests.some((r) => r.method === 'Cleanup'), 'containerd ran Cleanup after garbage collection');
+});
