@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -177,6 +178,10 @@ test('metadata survives a restart, ids left on disk by a crash are never reused,
   const meta = JSON.parse(await readFile(join(first.root, 'metadata.json'), 'utf8')) as { version: number; snapshots: Record<string, { id: string }> };
   assert.equal(meta.version, 1);
   assert.deepEqual(Object.keys(meta.snapshots).sort(), ['A', 'b']);
+
+  // and a socket file left behind by a killed server: nobody listens on it, so it is replaced
+  execFileSync('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', first.socket]);
+  assert.ok((await stat(first.socket)).isSocket());
 
   const second = await startServer(t, dir);
   assert.deepEqual(await statInfo(second.client, 'A'), before);
