@@ -81,7 +81,10 @@ test('a real containerd 1.6 pulls and runs an image through the imgstream proxy 
   const usage = await ctd.ctr(['snapshots', '--snapshotter', 'imgstream', 'usage', chains[0]!]);
   assert.match(usage.stdout, new RegExp(`${chains[0]!.replace(':', '\\:')}\\s+\\d`));
 
-  // The --rm runs removed their active snapshots: only the two layers remain, nothing mounted.
+  // The --rm runs removed their active snapshots (containerd's garbage collector calls Remove
+  // asynchronously): only the two layers remain, nothing mounted.
+  const settled = Date.now() + 20_000;
+  while ((await server.snapshotter.list()).length > 2 && Date.now() < settled) await sleep(50);
   assert.deepEqual(
     (await server.snapshotter.list()).map((i) => i.kind),
     ['committed', 'committed'],

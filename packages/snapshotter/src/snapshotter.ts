@@ -79,6 +79,7 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
   #ready: Promise<void> | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #closed = false;
+  readonly #decisions = new Map<string, PendingDecision>();
 
   constructor(options: SnapshotterOptions = {}) {
     super();
@@ -128,7 +129,9 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
       if (existing !== undefined && existing.kind === 'committed' && existing.parent === parent) {
         throw targetExists(layer.targetRef);
       }
-      const decision = await this.#decide(key, parent, labels, layer, options.signal);
+      // A target name taken by something else cannot become remote: unpack it as usual.
+      const decision: RemoteSnapshotDecision =
+        existing === undefined ? await this.#sharedDecision(key, parent, labels, layer, options.signal) : { remote: false, reason: 'target name in use' };
       if (decision.remote) {
         await this.#exclusive(async () => {
           const id = store.allocateId();
@@ -268,6 +271,46 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
     });
   }
 
+  /**
+   * One decision per (parent, chain ID) at a time: concurrent Prepares of the same layer (parallel
+   * pulls of images sharing it) wait for the same decider call, which is aborted only when every
+   * waiter has given up.
+   */
+  async #sharedDecision(
+    key: string,
+    parent: string,
+    labels: Readonly<Record<string, string>>,
+    layer: NonNullable<ReturnType<typeof parseLayerLabels>>,
+    signal: AbortSignal | undefined,
+  ): Promise<RemoteSnapshotDecision> {
+    signal?.throwIfAborted();
+    const id = `${parent}\n${layer.targetRef}`;
+    let entry = this.#decisions.get(id);
+    if (entry === undefined) {
+      const controller = new AbortController();
+      const created: PendingDecision = {
+        controller,
+        waiters: 0,
+        promise: this.#decide(key, parent, labels, layer, controller.signal).finally(() => {
+          if (this.#decisions.get(id) === created) this.#decisions.delete(id);
+        }),
+      };
+      entry = created;
+      this.#decisions.set(id, entry);
+    }
+    const shared = entry;
+    shared.waiters++;
+    try {
+      return await raceAbort(shared.promise, signal);
+    } finally {
+      shared.waiters--;
+      if (shared.waiters === 0 && signal?.aborted) {
+        if (this.#decisions.get(id) === shared) this.#decisions.delete(id);
+        shared.controller.abort(signal.reason);
+      }
+    }
+  }
+
   async #decide(
     key: string,
     parent: string,
@@ -336,6 +379,32 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
   #contentDir(record: SnapshotRecord): string {
     return record.contentDir ?? this.#upperDir(record.id);
   }
+}
+
+interface PendingDecision {
+  readonly controller: AbortController;
+  readonly promise: Promise<RemoteSnapshotDecision>;
+  waiters: number;
+}
+
+/** `promise`, or a rejection with `signal.reason` as soon as `signal` aborts; removes its listener. */
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
 }
 
 function targetExists(targetRef: string): ImgstreamError {
