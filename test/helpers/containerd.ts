@@ -60,8 +60,11 @@ export interface TestContainerd {
   /** containerd's gRPC socket. */
   readonly address: string;
   readonly namespace: string;
-  /** Runs `ctr -a ADDRESS -n NAMESPACE ...args`; rejects with stderr on failure. */
-  ctr(args: string[], options?: { timeoutMs?: number }): Promise<{ stdout: string; stderr: string }>;
+  /**
+   * Runs `ctr -a ADDRESS -n NAMESPACE ...args` (or `binary`, e.g. `ctr-remote`); rejects with
+   * stdout and stderr on failure.
+   */
+  ctr(args: string[], options?: { timeoutMs?: number; binary?: string }): Promise<{ stdout: string; stderr: string }>;
   /** containerd's log so far (for assertion messages). */
   log(): string;
 }
@@ -111,7 +114,7 @@ ${proxies}`;
 
   const ctr: TestContainerd['ctr'] = async (args, opts = {}) => {
     try {
-      return await exec('ctr', ['-a', address, '-n', namespace, ...args], { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 * 1024 * 1024 });
+      return await exec(opts.binary ?? 'ctr', ['-a', address, '-n', namespace, ...args], { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 * 1024 * 1024 });
     } catch (err) {
       const e = err as Error & { stderr?: string; stdout?: string };
       throw new Error(`ctr ${args.join(' ')} failed: ${e.message}\nstdout: ${e.stdout ?? ''}\nstderr: ${e.stderr ?? ''}`);

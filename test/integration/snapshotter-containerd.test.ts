@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SnapshotterServer, type RequestEvent } from '@imgstream/snapshotter';
+import { execFile } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { SnapshotLabel, SnapshotterServer, type RemoteSnapshotDecider, type RequestEvent } from '@imgstream/snapshotter';
 import { startRegistry } from '../helpers/registry.ts';
 import { pushTinyImage } from '../helpers/tiny-image.ts';
 import { makeLab, startContainerd, unmountBelow } from '../helpers/containerd.ts';
@@ -103,4 +106,53 @@ test('a real containerd 1.6 pulls and runs an image through the imgstream proxy 
     );
   }
   assert.ok(requests.some((r) => r.method === 'Cleanup'), 'containerd ran Cleanup after garbage collection');
+});
+
+test('the remote snapshot hook with a real containerd: a layer answered by the decider is not unpacked, and containers still see it', { timeout: 150_000 }, async (t) => {
+  const registry = await startRegistry(t);
+  const image = await pushTinyImage(t, registry.url, 'hooked:1', [
+    { 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, 'etc/base.txt': 'base layer\n' },
+    { 'etc/top.txt': 'top layer\n' },
+  ]);
+  const chains = chainId(image.diffIds);
+  const lab = await makeLab(t, 'imgstream-ctd-');
+
+  // Stand-in for a finished local layer cache: the bottom layer, extracted once, outside containerd.
+  const cacheDir = join(lab.dir, 'layer-cache', image.layerDigests[0]!.replace(':', '-'));
+  await mkdir(cacheDir, { recursive: true });
+  const blob = Buffer.from(await (await fetch(`${registry.url}/v2/hooked/blobs/${image.layerDigests[0]}`)).arrayBuffer());
+  await writeFile(`${cacheDir}.tar.gz`, blob);
+  await promisify(execFile)('tar', ['-xzf', `${cacheDir}.tar.gz`, '-C', cacheDir]);
+
+  const asked: Array<{ targetRef: string; source: string }> = [];
+  const decider: RemoteSnapshotDecider = {
+    async decide(req) {
+      asked.push({ targetRef: req.layer.targetRef, source: req.layer.source });
+      return req.layer.targetRef === chains[0] ? { remote: true, contentDir: cacheDir } : { remote: false, reason: 'not cached' };
+    },
+  };
+  const socket = join(lab.dir, 'imgstream.sock');
+  const server = new SnapshotterServer({ rootDir: join(lab.dir, 'imgstream'), remoteSnapshotDecider: decider });
+  lab.defer(() => server.close());
+  const requests: RequestEvent[] = [];
+  server.on('request', (e) => requests.push(e));
+  await server.listen(socket);
+  const ctd = await startContainerd(lab, { proxySnapshotters: { imgstream: socket } });
+
+  // ctr-remote's rpull unpacks through containerd's client unpacker, which labels every Prepare
+  // with the chain ID (plain `ctr images pull` in 1.6 does not) and adds the stargz labels.
+  await ctd.ctr(['images', 'rpull', '--plain-http', '--snapshotter', 'imgstream', image.ref], { timeoutMs: 60_000, binary: 'ctr-remote' });
+  assert.deepEqual(asked, [
+    { targetRef: chains[0], source: 'stargz' },
+    { targetRef: chains[1], source: 'stargz' },
+  ]);
+  const bottom = await server.snapshotter.stat(chains[0]!);
+  assert.equal(bottom.kind, 'committed');
+  assert.equal(bottom.labels[SnapshotLabel.REMOTE], image.layerDigests[0]);
+  assert.equal(bottom.labels[SnapshotLabel.STARGZ_LAYER_DIGEST], image.layerDigests[0]);
+  assert.equal(requests.filter((r) => r.method === 'Commit' && r.error === undefined).length, 1, 'only the top layer was unpacked and committed');
+  assert.equal(requests.filter((r) => r.method === 'Prepare' && r.error === 'IMGSTREAM_SNAPSHOT_ALREADY_EXISTS').length, 1);
+
+  const run = await ctd.ctr(['run', '--rm', '--snapshotter', 'imgstream', image.ref, 'hooked-1', '/bin/busybox', 'cat', '/etc/base.txt', '/etc/top.txt'], { timeoutMs: 60_000 });
+  assert.equal(run.stdout, 'base layer\ntop layer\n');
 });
