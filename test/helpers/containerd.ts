@@ -1,4 +1,5 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,7 +53,7 @@ export async function unmountBelow(dir: string): Promise<string[]> {
 export interface ContainerdOptions {
   /** Proxy snapshotter plugins: name -> unix socket address. */
   proxySnapshotters?: Record<string, string>;
-  /** Namespace for ctr commands. Default 'imgstream-test'. */
+  /** Namespace for ctr commands. Default: `imgstream-test-<random>` (runc keeps state per namespace). */
   namespace?: string;
 }
 
@@ -77,7 +78,7 @@ export interface TestContainerd {
 export async function startContainerd(lab: Lab, options: ContainerdOptions = {}): Promise<TestContainerd> {
   const base = join(lab.dir, 'containerd');
   const address = join(base, 'containerd.sock');
-  const namespace = options.namespace ?? 'imgstream-test';
+  const namespace = options.namespace ?? `imgstream-test-${randomBytes(4).toString('hex')}`;
   const proxies = Object.entries(options.proxySnapshotters ?? {})
     .map(([name, sock]) => `[proxy_plugins.${JSON.stringify(name)}]\n  type = "snapshot"\n  address = ${JSON.stringify(sock)}\n`)
     .join('\n');
@@ -132,6 +133,8 @@ ${proxies}`;
       for (const id of containers.stdout.split('\n').filter(Boolean)) await ctr(['containers', 'rm', id], { timeoutMs: 10_000 }).catch(() => undefined);
     }
     await stopChild(child);
+    // runc's per-namespace state dir, outside the lab (empty once every task is deleted)
+    await rm(join('/run/containerd/runc', namespace), { recursive: true, force: true });
   });
 
   const deadline = Date.now() + 20_000;
