@@ -52,6 +52,12 @@ export const ErrorCode = Object.freeze({
   CLOSED: 'IMGSTREAM_CLOSED',
   /** The disk ran out of space. */
   DISK_FULL: 'IMGSTREAM_DISK_FULL',
+  /** The optional peer `@kubernetes/client-node` (~1.4) is not installed. */
+  KUBERNETES_CLIENT_MISSING: 'IMGSTREAM_KUBERNETES_CLIENT_MISSING',
+  /** Kubernetes credentials (in-cluster service account or kubeconfig) cannot be loaded. */
+  KUBERNETES_CONFIG: 'IMGSTREAM_KUBERNETES_CONFIG',
+  /** The Kubernetes API server refused or failed a request. */
+  KUBERNETES_API: 'IMGSTREAM_KUBERNETES_API',
 });
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
