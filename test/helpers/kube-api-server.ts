@@ -5,8 +5,8 @@ import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Event } from 'kubernetes-models/v1/Event';
-import { Node } from 'kubernetes-models/v1/Node';
+import { Event, type IEvent } from 'kubernetes-models/v1/Event';
+import { Node, type INode } from 'kubernetes-models/v1/Node';
 import { freePort, tempDir, type Teardown } from './tmp.ts';
 
 const run = promisify(execFile);
@@ -42,9 +42,9 @@ export interface KubeApiServer {
   /** Bodies that failed schema or protocol checks (must stay empty in a passing test). */
   readonly violations: string[];
   /** Stored Event objects in creation order. */
-  events(): Array<Record<string, any>>;
+  events(): IEvent[];
   /** A stored Node object. */
-  node(name: string): Record<string, any> | undefined;
+  node(name: string): INode | undefined;
   /** Answer every request with this status (e.g. 503) until cleared with `undefined`. */
   failWith(status: number | undefined): void;
   /** Stop listening and cut open connections (clients get connection refused). */
@@ -103,8 +103,8 @@ export async function startKubeApiServer(t: Teardown, options: KubeApiServerOpti
 
   const requests: RecordedRequest[] = [];
   const violations: string[] = [];
-  const events = new Map<string, Record<string, any>>(); // "ns/name" -> Event
-  const nodes = new Map<string, Record<string, any>>();
+  const events = new Map<string, IEvent>(); // "ns/name" -> Event
+  const nodes = new Map<string, INode>();
   for (const n of options.nodes ?? [{ name: 'node-a', uid: 'uid-node-a' }]) {
     nodes.set(n.name, {
       apiVersion: 'v1',
@@ -153,10 +153,10 @@ export async function startKubeApiServer(t: Teardown, options: KubeApiServerOpti
     if ((m = path.match(/^\/api\/v1\/namespaces\/([^/]+)\/events$/)) && method === 'POST') {
       const ns = m[1] as string;
       if (contentType !== 'application/json') return violation(415, `POST event with content type ${contentType}`);
-      const ev = structuredClone(body) as Record<string, any>;
+      const ev = structuredClone(body) as IEvent;
       const problem = validateEvent(ev) ?? (ev.metadata?.namespace !== undefined && ev.metadata.namespace !== ns ? 'metadata.namespace does not match the path' : undefined);
       if (problem) return violation(422, `POST event: ${problem}`);
-      const name = ev.metadata?.name as string | undefined;
+      const name = ev.metadata?.name;
       if (!name || !isDnsSubdomain(name)) return violation(422, `POST event: bad name ${String(name)}`);
       if (events.has(`${ns}/${name}`)) return fail(409, 'AlreadyExists', `events "${name}" already exists`);
       ev.metadata = { ...ev.metadata, namespace: ns, uid: `uid-event-${resourceVersion}`, resourceVersion: String(++resourceVersion), creationTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z') };
@@ -168,7 +168,7 @@ export async function startKubeApiServer(t: Teardown, options: KubeApiServerOpti
       if (contentType !== 'application/strategic-merge-patch+json') return violation(415, `PATCH event with content type ${contentType}`);
       const current = events.get(key);
       if (!current) return fail(404, 'NotFound', `events "${m[2]}" not found`);
-      const next = strategicMerge(current, body) as Record<string, any>;
+      const next = strategicMerge(current, body) as IEvent;
       const problem = validateEvent(next);
       if (problem) return violation(422, `PATCH event: ${problem}`);
       if (next.metadata?.name !== current.metadata.name) return violation(422, 'PATCH event changed its name');
@@ -181,9 +181,9 @@ export async function startKubeApiServer(t: Teardown, options: KubeApiServerOpti
       if (!current) return fail(404, 'NotFound', `nodes "${m[1]}" not found`);
       if (method === 'GET') return answer(200, current);
       if (contentType !== 'application/strategic-merge-patch+json') return violation(415, `PATCH node with content type ${contentType}`);
-      const next = strategicMerge(current, body) as Record<string, any>;
+      const next = strategicMerge(current, body) as INode & { metadata: NonNullable<INode['metadata']> };
       try {
-        new Node(next as any).validate();
+        new Node(next).validate();
       } catch (err) {
         return violation(422, `PATCH node: ${(err as Error).message}`);
       }
@@ -267,9 +267,9 @@ export async function startKubeApiServer(t: Teardown, options: KubeApiServerOpti
   };
 }
 
-function validateEvent(ev: Record<string, any>): string | undefined {
+function validateEvent(ev: IEvent): string | undefined {
   try {
-    new Event(ev as any).validate();
+    new Event(ev).validate();
   } catch (err) {
     return (err as Error).message;
   }

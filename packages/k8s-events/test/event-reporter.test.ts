@@ -23,7 +23,7 @@ async function setup(
   return { server, clock, reporter };
 }
 
-function eventsWith(server: KubeApiServer, reason: string): Array<Record<string, any>> {
+function eventsWith(server: KubeApiServer, reason: string): ReturnType<KubeApiServer['events']> {
   return server.events().filter((e) => e.reason === reason);
 }
 
@@ -69,7 +69,7 @@ test('ImageStreaming and fallback Warnings arrive as core/v1 Events about the No
   assert.equal(streaming.firstTimestamp, stamp);
   assert.equal(streaming.lastTimestamp, stamp);
   assert.equal(streaming.metadata.namespace, 'default');
-  assert.match(streaming.metadata.name, /^node-a\.[0-9a-f]+$/);
+  assert.match(streaming.metadata.name ?? '', /^node-a\.[0-9a-f]+$/);
 
   for (const e of server.events()) {
     if (e.reason === 'ImageStreaming') continue;
@@ -89,7 +89,7 @@ test('ImageStreaming and fallback Warnings arrive as core/v1 Events about the No
     byReason.get('StreamingFallbackAuth')!.message,
     'Image registry.local/private:2 is pulled in full: the registry refused the credentials [IMGSTREAM_REGISTRY_UNAUTHORIZED].',
   );
-  assert.match(byReason.get('StreamingFallbackFetchFailed')!.message, /^Layer sha256:b{64} of image registry\.local\/flaky:3 is pulled in full: fetching .* \[IMGSTREAM_REGISTRY_UNAVAILABLE\]\.$/);
+  assert.match(byReason.get('StreamingFallbackFetchFailed')!.message ?? '', /^Layer sha256:b{64} of image registry\.local\/flaky:3 is pulled in full: fetching .* \[IMGSTREAM_REGISTRY_UNAVAILABLE\]\.$/);
 
   // one GET of the node for its UID, then one POST per event, all with the right verbs and content types
   const verbs = server.requests.map((r) => `${r.method} ${r.path} ${r.contentType ?? '-'} ${r.status}`);
@@ -119,7 +119,7 @@ test('repeats within the window aggregate into one Event whose count rises; afte
   const ev = server.events()[0]!;
   assert.equal(ev.metadata.name, created.metadata.name);
   assert.equal(ev.firstTimestamp, created.firstTimestamp);
-  assert.equal(Date.parse(ev.lastTimestamp) - Date.parse(ev.firstTimestamp), 25_000);
+  assert.equal(Date.parse(ev.lastTimestamp ?? '') - Date.parse(ev.firstTimestamp ?? ''), 25_000);
   const patches = server.requests.filter((r) => r.method === 'PATCH');
   assert.ok(patches.length >= 2 && patches.length <= 3, `patches: ${patches.length}`);
   for (const p of patches) {
@@ -134,7 +134,7 @@ test('repeats within the window aggregate into one Event whose count rises; afte
   clock.advance(61_000);
   reporter.layerFallback(report);
   await server.waitFor(() => server.events().length === 3, '3 events');
-  const counts = server.events().map((e) => [e.message.includes(LAYER_A) ? 'A' : 'B', e.count]);
+  const counts = server.events().map((e) => [e.message?.includes(LAYER_A) ? 'A' : 'B', e.count]);
   assert.deepEqual(counts, [['A', 4], ['B', 1], ['A', 1]]);
   assert.deepEqual(server.violations, []);
 });

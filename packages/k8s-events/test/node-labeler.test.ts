@@ -18,7 +18,7 @@ test('start() labels the node with a strategic-merge patch; close() removes only
   assert.equal(node.uid, 'uid-a');
   assert.equal(node.labels[LABEL], 'true');
   assert.equal(await labeler.start(), node, 'idempotent: one patch');
-  assert.deepEqual(server.node('node-a')!.metadata.labels, {
+  assert.deepEqual(server.node('node-a')!.metadata!.labels, {
     'kubernetes.io/hostname': 'node-a',
     'topology.kubernetes.io/zone': 'z1',
     [LABEL]: 'true',
@@ -26,7 +26,7 @@ test('start() labels the node with a strategic-merge patch; close() removes only
 
   await labeler.close();
   await labeler.close();
-  assert.deepEqual(server.node('node-a')!.metadata.labels, { 'kubernetes.io/hostname': 'node-a', 'topology.kubernetes.io/zone': 'z1' });
+  assert.deepEqual(server.node('node-a')!.metadata!.labels, { 'kubernetes.io/hostname': 'node-a', 'topology.kubernetes.io/zone': 'z1' });
 
   assert.deepEqual(
     server.requests.map((r) => [r.method, r.path, r.contentType, r.body, r.status]),
@@ -45,7 +45,7 @@ test('a configurable label stays on the node after close() unless removal was as
   const labeler = new NodeLabeler({ client, nodeName: 'node-a', labelName: 'example.com/lazy-pull', labelValue: 'imgstream' });
   await labeler.start();
   await labeler.close();
-  assert.equal(server.node('node-a')!.metadata.labels['example.com/lazy-pull'], 'imgstream');
+  assert.equal(server.node('node-a')!.metadata!.labels!['example.com/lazy-pull'], 'imgstream');
   assert.equal(server.requests.length, 1);
 });
 
