@@ -139,6 +139,15 @@ test('repeats within the window aggregate into one Event whose count rises; afte
   assert.deepEqual(server.violations, []);
 });
 
+test('a burst of identical reports before the first write costs one request', async (t) => {
+  const { server, reporter } = await setup(t, { lookupNodeUid: false });
+  for (let i = 0; i < 100; i++) reporter.layerFallback({ image: 'registry.local/x:1', layerDigest: LAYER_A, reason: 'no-index' });
+  await reporter.close();
+  assert.equal(server.requests.length, 1);
+  assert.equal(server.events()[0]!.count, 100);
+  assert.deepEqual(reporter.stats(), { reported: 100, created: 1, patched: 0, dropped: 0, retries: 0, queued: 0 });
+});
+
 test('the token bucket holds: a burst of writes, then one per refill interval, with nothing lost', async (t) => {
   const { server, clock, reporter } = await setup(t, { eventsPerSecond: 0.5, eventBurst: 3, lookupNodeUid: false });
   for (let i = 0; i < 8; i++) reporter.imageStreaming({ image: `registry.local/app-${i}:1` });
