@@ -315,6 +315,16 @@ test('close() flushes queued events, and gives up after closeTimeoutMs when the 
   void clock;
 });
 
+test('when the Node cannot be read (404), events are written without its UID', async (t) => {
+  const { server, reporter } = await setup(t, { nodeName: 'node-unknown' });
+  reporter.imageStreaming({ image: 'registry.local/x:1', layers: -1 } as never); // invalid: dropped
+  reporter.imageStreaming({ image: 'registry.local/x:1', layers: 2 });
+  await reporter.close();
+  assert.deepEqual(server.requests.map((r) => `${r.method} ${r.status}`), ['GET 404', 'POST 201']);
+  assert.deepEqual(server.events()[0]!.involvedObject, { apiVersion: 'v1', kind: 'Node', name: 'node-unknown' });
+  assert.equal(reporter.stats().dropped, 1);
+});
+
 test('bad options throw IMGSTREAM_INVALID_OPTION naming the option', async (t) => {
   const server = await startKubeApiServer(t);
   const client = await loadKubeClient({ kubeconfigPath: server.kubeconfigPath });

@@ -188,7 +188,11 @@ export class EventReporter {
 
   /** Reports that `image` is backed by image streaming (Normal `ImageStreaming`). Returns at once. */
   imageStreaming(report: ImageStreamingReport): void {
-    if (!this.#accepting(report, () => isReport(report))) return;
+    const valid = (): boolean =>
+      isReport(report) &&
+      (report.manifestDigest === undefined || typeof report.manifestDigest === 'string') &&
+      (report.layers === undefined || Array.isArray(report.layers) || (Number.isInteger(report.layers) && (report.layers as number) >= 0));
+    if (!this.#accepting(report, valid)) return;
     const layers = Array.isArray(report.layers) ? report.layers.length : (report.layers as number | undefined);
     this.#record('Normal', EventReason.IMAGE_STREAMING, imageStreamingMessage(report.image, report.manifestDigest, layers));
   }
