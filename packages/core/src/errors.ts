@@ -64,6 +64,12 @@ export const ErrorCode = Object.freeze({
   SNAPSHOT_INVALID_ARGUMENT: 'IMGSTREAM_SNAPSHOT_INVALID_ARGUMENT',
   /** The snapshot metadata file cannot be read or does not describe a valid state. */
   SNAPSHOT_METADATA_CORRUPT: 'IMGSTREAM_SNAPSHOT_METADATA_CORRUPT',
+  /** The optional peer `@kubernetes/client-node` (~1.4) is not installed. */
+  KUBERNETES_CLIENT_MISSING: 'IMGSTREAM_KUBERNETES_CLIENT_MISSING',
+  /** Kubernetes credentials (in-cluster service account or kubeconfig) cannot be loaded. */
+  KUBERNETES_CONFIG: 'IMGSTREAM_KUBERNETES_CONFIG',
+  /** The Kubernetes API server refused or failed a request. */
+  KUBERNETES_API: 'IMGSTREAM_KUBERNETES_API',
 });
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
