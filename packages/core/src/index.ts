@@ -1,10 +1,12 @@
 // The public surface of @imgstream/core: named re-exports only.
-export { ErrorCode, ImgstreamError, isImgstreamError } from './errors.js';
+export { ErrorCode, ImgstreamError, invalidOption, isImgstreamError } from './errors.js';
 export type { ImgstreamErrorFields, ImgstreamErrorOptions } from './errors.js';
 export { Digester, isDigest, parseDigest, sha256Digest, verifyDigest } from './digest.js';
 export type { Digest } from './digest.js';
 export type { RangeReader } from './blob.js';
+export { channel, publish } from './diagnostics.js';
 export { defaults } from './defaults.js';
+export type { Defaults } from './defaults.js';
 export { BufferRangeReader } from './blob/buffer-range-reader.js';
 export { FileRangeReader } from './blob/file-range-reader.js';
 export { readTar } from './tar/tar-reader.js';

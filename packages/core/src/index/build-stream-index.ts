@@ -12,15 +12,15 @@ import { StreamLayerIndex, type StreamBlock, type StreamEntry } from './stream-l
 export interface BuildIndexOptions {
   /** The layer's digest; when given, the stream is verified against it (IMGSTREAM_DIGEST_MISMATCH). */
   expectedDigest?: Digest;
-  /** zran: uncompressed bytes between checkpoints; raw: block size. Defaults: `defaults.zranSpanBytes` / `defaults.rawBlockBytes`. */
+  /** zran: uncompressed bytes between checkpoints; raw: block size. Defaults: `defaults.index.zranSpanBytes` / `defaults.index.rawBlockBytes`. */
   spanBytes?: number;
-  /** Largest uncompressed layer size in bytes. Default `defaults.maxUncompressedLayerBytes`. */
+  /** Largest uncompressed layer size in bytes. Default `defaults.index.maxUncompressedLayerBytes`. */
   maxUncompressedBytes?: number;
-  /** Largest uncompressed/compressed ratio (zran). Default `defaults.maxCompressionRatio`. */
+  /** Largest uncompressed/compressed ratio (zran). Default `defaults.index.maxCompressionRatio`. */
   maxRatio?: number;
-  /** Output below which the ratio is not enforced, in bytes. Default `defaults.ratioFloorBytes`. */
+  /** Output below which the ratio is not enforced, in bytes. Default `defaults.index.ratioFloorBytes`. */
   ratioFloorBytes?: number;
-  /** Largest number of tar entries. Default `defaults.maxIndexEntries`. */
+  /** Largest number of tar entries. Default `defaults.index.maxIndexEntries`. */
   maxEntries?: number;
   signal?: AbortSignal;
 }
@@ -57,20 +57,20 @@ function checkSpan(spanBytes: number): void {
  */
 export async function buildZranIndex(blob: AsyncIterable<Uint8Array>, options: BuildIndexOptions = {}): Promise<StreamLayerIndex> {
   const start = performance.now();
-  const spanBytes = options.spanBytes ?? defaults.zranSpanBytes;
+  const spanBytes = options.spanBytes ?? defaults.index.zranSpanBytes;
   checkSpan(spanBytes);
   const result: Partial<GzipScanResult> = {};
   const stream = inflateWithCheckpoints(
     abortable(blob, options.signal),
     spanBytes,
     {
-      maxUncompressedBytes: options.maxUncompressedBytes ?? defaults.maxUncompressedLayerBytes,
-      maxRatio: options.maxRatio ?? defaults.maxCompressionRatio,
-      ratioFloorBytes: options.ratioFloorBytes ?? defaults.ratioFloorBytes,
+      maxUncompressedBytes: options.maxUncompressedBytes ?? defaults.index.maxUncompressedLayerBytes,
+      maxRatio: options.maxRatio ?? defaults.index.maxCompressionRatio,
+      ratioFloorBytes: options.ratioFloorBytes ?? defaults.index.ratioFloorBytes,
     },
     result,
   );
-  const table = await scanTar(stream, options.maxEntries ?? defaults.maxIndexEntries);
+  const table = await scanTar(stream, options.maxEntries ?? defaults.index.maxIndexEntries);
   // the tar reader drains the stream to its end, so the scan result is complete here
   const { spans, compressedSize, uncompressedSize, digest } = result;
   if (spans === undefined || compressedSize === undefined || uncompressedSize === undefined || digest === undefined) {
@@ -101,9 +101,9 @@ export async function buildZranIndex(blob: AsyncIterable<Uint8Array>, options: B
 /** Builds a raw index of an uncompressed tar layer: file table plus fixed-size blocks with a sha256 each. */
 export async function buildRawIndex(blob: AsyncIterable<Uint8Array>, options: BuildIndexOptions = {}): Promise<StreamLayerIndex> {
   const start = performance.now();
-  const blockBytes = options.spanBytes ?? defaults.rawBlockBytes;
+  const blockBytes = options.spanBytes ?? defaults.index.rawBlockBytes;
   checkSpan(blockBytes);
-  const maxBytes = options.maxUncompressedBytes ?? defaults.maxUncompressedLayerBytes;
+  const maxBytes = options.maxUncompressedBytes ?? defaults.index.maxUncompressedLayerBytes;
   const blocks: StreamBlock[] = [];
   const whole = createHash('sha256');
   let total = 0;
@@ -131,7 +131,7 @@ export async function buildRawIndex(blob: AsyncIterable<Uint8Array>, options: Bu
     }
     if (curLen > 0) flush();
   }
-  const table = await scanTar(hashing(), options.maxEntries ?? defaults.maxIndexEntries);
+  const table = await scanTar(hashing(), options.maxEntries ?? defaults.index.maxIndexEntries);
   const digest: Digest = `sha256:${whole.digest('hex')}`;
   if (options.expectedDigest !== undefined && digest !== options.expectedDigest) throw digestMismatch(options.expectedDigest, digest, 'layer blob');
   return built(new StreamLayerIndex({

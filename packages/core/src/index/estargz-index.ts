@@ -24,13 +24,13 @@ export interface OpenEstargzIndexOptions {
   layerDigest: Digest;
   /** The `containerd.io/snapshot/stargz/toc.digest` annotation; when given the TOC must match it. */
   tocDigest?: Digest;
-  /** Largest compressed TOC in bytes. Default `defaults.maxIndexBytes`. */
+  /** Largest compressed TOC in bytes. Default `defaults.index.maxIndexBytes`. */
   maxTocBytes?: number;
-  /** Largest TOC JSON in bytes. Default `defaults.maxDecodedIndexBytes`. */
+  /** Largest TOC JSON in bytes. Default `defaults.index.maxDecodedIndexBytes`. */
   maxTocJsonBytes?: number;
-  /** Largest number of TOC entries. Default `defaults.maxIndexEntries`. */
+  /** Largest number of TOC entries. Default `defaults.index.maxIndexEntries`. */
   maxEntries?: number;
-  /** Largest uncompressed size of one block (gzip member). Default 64 MiB. */
+  /** Largest uncompressed size of one block (gzip member), in bytes. Default `defaults.index.maxEstargzBlockBytes` (64 MiB). */
   maxBlockBytes?: number;
   signal?: AbortSignal;
 }
@@ -104,10 +104,10 @@ const TYPES: Record<string, Exclude<EntryType, 'whiteout'>> = {
  * in `decodeBlock`).
  */
 export async function openEstargzIndex(reader: RangeReader, options: OpenEstargzIndexOptions): Promise<TableLayerIndex> {
-  const maxToc = options.maxTocBytes ?? defaults.maxIndexBytes;
-  const maxJson = options.maxTocJsonBytes ?? defaults.maxDecodedIndexBytes;
-  const maxEntries = options.maxEntries ?? defaults.maxIndexEntries;
-  const maxBlock = options.maxBlockBytes ?? 64 << 20;
+  const maxToc = options.maxTocBytes ?? defaults.index.maxIndexBytes;
+  const maxJson = options.maxTocJsonBytes ?? defaults.index.maxDecodedIndexBytes;
+  const maxEntries = options.maxEntries ?? defaults.index.maxIndexEntries;
+  const maxBlock = options.maxBlockBytes ?? defaults.index.maxEstargzBlockBytes;
   const size = reader.size;
   if (size < LEGACY_STARGZ_FOOTER_BYTES) throw bad(`blob of ${size} bytes is too small for a footer`);
   const tailLen = Math.min(size, ESTARGZ_FOOTER_BYTES);

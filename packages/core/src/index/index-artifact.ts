@@ -16,11 +16,11 @@ const VERSION = 1;
 
 /** Limits applied when parsing a serialised index. */
 export interface ParseIndexOptions {
-  /** Largest serialised (compressed) index in bytes. Default `defaults.maxIndexBytes`. */
+  /** Largest serialised (compressed) index in bytes. Default `defaults.index.maxIndexBytes`. */
   maxIndexBytes?: number;
-  /** Largest decompressed index in bytes. Default `defaults.maxDecodedIndexBytes`. */
+  /** Largest decompressed index in bytes. Default `defaults.index.maxDecodedIndexBytes`. */
   maxDecodedIndexBytes?: number;
-  /** Largest number of entries or blocks. Default `defaults.maxIndexEntries`. */
+  /** Largest number of entries or blocks. Default `defaults.index.maxIndexEntries`. */
   maxEntries?: number;
   /** When given, the index must be for this layer. */
   expectedLayerDigest?: Digest;
@@ -74,9 +74,9 @@ const ENTRY_TYPES = new Set<EntryType>(['file', 'dir', 'symlink', 'hardlink', 'c
 
 /** Parses and validates a serialised zran/raw index. Malformed -> IMGSTREAM_INVALID_INDEX; too big -> IMGSTREAM_LIMIT_EXCEEDED. */
 export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): StreamLayerIndex {
-  const maxBytes = options.maxIndexBytes ?? defaults.maxIndexBytes;
-  const maxDecoded = options.maxDecodedIndexBytes ?? defaults.maxDecodedIndexBytes;
-  const maxEntries = options.maxEntries ?? defaults.maxIndexEntries;
+  const maxBytes = options.maxIndexBytes ?? defaults.index.maxIndexBytes;
+  const maxDecoded = options.maxDecodedIndexBytes ?? defaults.index.maxDecodedIndexBytes;
+  const maxEntries = options.maxEntries ?? defaults.index.maxIndexEntries;
   if (bytes.byteLength > maxBytes) throw new ImgstreamError(ErrorCode.LIMIT_EXCEEDED, `layer index of ${bytes.byteLength} bytes exceeds ${maxBytes}`, { limit: maxBytes });
   let raw: Buffer;
   try {

@@ -65,7 +65,7 @@ export interface TarEntry {
 
 /** Options for {@link readTar}. */
 export interface ReadTarOptions {
-  /** Upper bound on a PAX / GNU long-name extension payload, in bytes. Default `defaults.maxTarExtensionBytes` (1 MiB). */
+  /** Upper bound on a PAX / GNU long-name extension payload, in bytes. Default `defaults.index.maxTarExtensionBytes` (1 MiB). */
   maxExtensionBytes?: number;
   /** Upper bound on the number of sparse regions of one file. Default 65536. */
   maxSparseRegions?: number;
@@ -86,7 +86,7 @@ const decoder = new TextDecoder();
  * the archive must end with the end-of-archive marker (a truncated stream is an error).
  */
 export async function* readTar(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: ReadTarOptions = {}): AsyncGenerator<TarEntry, void, undefined> {
-  const maxExt = options.maxExtensionBytes ?? defaults.maxTarExtensionBytes;
+  const maxExt = options.maxExtensionBytes ?? defaults.index.maxTarExtensionBytes;
   const maxSparse = options.maxSparseRegions ?? DEFAULT_MAX_SPARSE;
   const r = new ByteReader(source);
   const globalPax = new Map<string, Uint8Array>();
