@@ -59,6 +59,12 @@ test('parseIndex rejects malformed, inconsistent and oversized indexes with code
     const last = b[b.length - 1] as number[];
     last[1] = (last[1] ?? 0) + 100;
   })), (e) => invalid(e) && /outside the layer blob/.test(String(e)));
+  // a gap between fetched ranges
+  await assert.rejects(async () => parseIndex(edit(good, (h) => {
+    const b = h.blocks as number[][];
+    const first = b[0] as number[];
+    first[1] = (first[1] ?? 0) - 1;
+  })), (e) => invalid(e) && /does not start where/.test(String(e)));
   // blocks not covering the stream
   await assert.rejects(async () => parseIndex(edit(good, (h) => {
     h.uncompressedSize = (h.uncompressedSize as number) + 1;

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
-import { BufferRangeReader, ErrorCode, buildRawIndex, buildZranIndex, isImgstreamError, readEntryRange, sha256Digest, type LayerIndex } from '@imgstream/core';
+import { BufferRangeReader, ErrorCode, buildRawIndex, buildZranIndex, isImgstreamError, parseIndex, readEntryRange, serialiseIndex, sha256Digest, type LayerIndex } from '@imgstream/core';
 import { buildTar, chunked, pseudoRandom } from '../../../test/helpers/tar-builder.ts';
 
 function layerTar(): Uint8Array {
@@ -46,6 +46,7 @@ test('zran handles multi-member gzip (checkpoints at member starts and spans acr
     const index = await buildZranIndex(chunked(gz, 7777), { spanBytes: span });
     assert.equal(index.layerDigest, sha256Digest(gz));
     await assertBlocksRebuild(index, gz, tar);
+    await assertBlocksRebuild(parseIndex(serialiseIndex(index.data)), gz, tar);
   }
   const small = await buildZranIndex(chunked(gz, 7777), { spanBytes: 65536 });
   assert.ok(small.data.blocks.filter((b) => b.member === true).length >= 2);

@@ -137,6 +137,15 @@ export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): 
     prevFetch = fo;
   }
   if (expectOut !== uncompressedSize) throw bad('blocks do not cover the uncompressed stream');
+  // fetched ranges tile the blob: each starts where the previous ends (zran: one shared byte when
+  // the next span starts mid-byte), the last ends at the end of the blob
+  for (let i = 1; i < blocks.length; i++) {
+    const prev = blocks[i - 1] as StreamBlock;
+    const cur = blocks[i] as StreamBlock;
+    if (cur.fetchOffset + ((cur.bits ?? 0) > 0 ? 1 : 0) !== prev.fetchOffset + prev.fetchSize) throw bad(`block ${i} does not start where block ${i - 1} ends`);
+  }
+  const lastBlock = blocks[blocks.length - 1];
+  if (lastBlock !== undefined && lastBlock.fetchOffset + lastBlock.fetchSize !== layerSize) throw bad('the last block does not end at the end of the blob');
   if (winPos !== raw.byteLength) throw bad('trailing bytes after the windows');
   const entries: StreamEntry[] = [];
   const seen = new Set<string>();
