@@ -30,3 +30,11 @@ export type { OpenEstargzIndexOptions } from './index/estargz-index.js';
 export { buildLayerIndex, openLayerIndex } from './index/open-layer-index.js';
 export type { BuildLayerIndexOptions, OpenLayerIndexOptions } from './index/open-layer-index.js';
 export { readEntryRange } from './index/read-entry.js';
+export {
+  INDEX_FORMAT_ANNOTATION,
+  INDEX_LAYER_DIGEST_ANNOTATION,
+  buildIndexArtifact,
+  parseIndexArtifact,
+  referrersFallbackTag,
+} from './index/index-artifact-manifest.js';
+export type { IndexArtifact, IndexArtifactLayer, IndexArtifactDescriptor } from './index/index-artifact-manifest.js';
