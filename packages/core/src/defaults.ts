@@ -21,8 +21,8 @@ export const defaults = Object.freeze({
     maxDecodedIndexBytes: 512 << 20,
     /** Largest number of entries (paths, chunks, blocks) an index may have. */
     maxIndexEntries: 4_000_000,
-    /** Largest uncompressed size of one eStargz block (gzip member), in bytes. */
-    maxEstargzBlockBytes: 64 << 20,
+    /** Largest decoded size of one block of any format (eStargz member, zran span, raw block), in bytes. */
+    maxBlockBytes: 64 << 20,
     /** Largest PAX / GNU long-name extension payload in a tar, in bytes. */
     maxTarExtensionBytes: 1 << 20,
   }),

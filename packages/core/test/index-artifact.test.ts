@@ -95,6 +95,7 @@ test('parseIndex rejects malformed, inconsistent and oversized indexes with code
   await assert.rejects(async () => parseIndex(good, { maxIndexBytes: 100 }), (e) => isImgstreamError(e, ErrorCode.LIMIT_EXCEEDED));
   await assert.rejects(async () => parseIndex(good, { maxDecodedIndexBytes: 4096 }), (e) => isImgstreamError(e, ErrorCode.LIMIT_EXCEEDED));
   await assert.rejects(async () => parseIndex(good, { maxEntries: 3 }), (e) => isImgstreamError(e, ErrorCode.LIMIT_EXCEEDED));
+  await assert.rejects(async () => parseIndex(good, { maxBlockBytes: 1000 }), (e) => isImgstreamError(e, ErrorCode.LIMIT_EXCEEDED));
   await assert.rejects(async () => parseIndex(good, { expectedLayerDigest: sha256Digest('x') }), (e) => isImgstreamError(e, ErrorCode.DIGEST_MISMATCH));
   await assert.rejects(openLayerIndex(new BufferRangeReader(gz.subarray(1)), { layerDigest: zran.layerDigest, serialisedIndex: good }), invalid);
 });

@@ -98,6 +98,12 @@ test('zran rejects truncated, corrupt and trailing-garbage gzip, and a wrong lay
   assert.equal(ok.entries.get('zeros')?.size, 500_000);
 });
 
+test('bad spanBytes is refused naming the option', async () => {
+  for (const spanBytes of [100, 64 << 20, 1.5]) {
+    await assert.rejects(buildZranIndex(chunked(new Uint8Array(10), 10), { spanBytes }), (e) => isImgstreamError(e, ErrorCode.INVALID_OPTION) && /spanBytes/.test(String(e)));
+  }
+});
+
 test('buildZranIndex honours an abort signal', async () => {
   const gz = new Uint8Array(gzipSync(layerTar()));
   const ac = new AbortController();

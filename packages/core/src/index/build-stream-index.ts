@@ -2,7 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { defaults } from '../defaults.js';
 import { digestMismatch, type Digest } from '../digest.js';
-import { ErrorCode, ImgstreamError } from '../errors.js';
+import { ErrorCode, ImgstreamError, invalidOption } from '../errors.js';
 import { inflateWithCheckpoints, type GzipScanResult } from './gzip-checkpoints.js';
 import { channel, publish } from '../diagnostics.js';
 import { scanTar } from './scan-tar.js';
@@ -47,8 +47,13 @@ function built(index: StreamLayerIndex, startMs: number): StreamLayerIndex {
   return index;
 }
 
+/** Largest span: a span may overshoot it by one deflate block (a few MiB) and must stay under `maxBlockBytes`. */
+const MAX_SPAN_BYTES = 32 << 20;
+
 function checkSpan(spanBytes: number): void {
-  if (!Number.isSafeInteger(spanBytes) || spanBytes < 4096) throw new ImgstreamError(ErrorCode.INVALID_OPTION, `invalid option spanBytes: must be an integer >= 4096`, { option: 'spanBytes' });
+  if (!Number.isSafeInteger(spanBytes) || spanBytes < 4096 || spanBytes > MAX_SPAN_BYTES) {
+    throw invalidOption('spanBytes', `must be an integer between 4096 and ${MAX_SPAN_BYTES}`);
+  }
 }
 
 /**
@@ -77,6 +82,13 @@ export async function buildZranIndex(blob: AsyncIterable<Uint8Array>, options: B
     throw new ImgstreamError(ErrorCode.CORRUPT_DATA, 'gzip stream was not read to its end');
   }
   if (options.expectedDigest !== undefined && digest !== options.expectedDigest) throw digestMismatch(options.expectedDigest, digest, 'layer blob');
+  const tooBig = spans.find((s) => s.uncompressedSize > defaults.index.maxBlockBytes);
+  if (tooBig !== undefined) {
+    // a single deflate block larger than the limit (not something zlib writes): no restart point inside it
+    throw new ImgstreamError(ErrorCode.LIMIT_EXCEEDED, `gzip span at ${tooBig.fetchOffset} decodes to ${tooBig.uncompressedSize} bytes, more than ${defaults.index.maxBlockBytes}`, {
+      limit: defaults.index.maxBlockBytes,
+    });
+  }
   const blocks: StreamBlock[] = spans.map((s) => ({
     fetchOffset: s.fetchOffset,
     fetchSize: s.fetchSize,

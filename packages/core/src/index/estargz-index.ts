@@ -30,7 +30,7 @@ export interface OpenEstargzIndexOptions {
   maxTocJsonBytes?: number;
   /** Largest number of TOC entries. Default `defaults.index.maxIndexEntries`. */
   maxEntries?: number;
-  /** Largest uncompressed size of one block (gzip member), in bytes. Default `defaults.index.maxEstargzBlockBytes` (64 MiB). */
+  /** Largest uncompressed size of one block (gzip member), in bytes. Default `defaults.index.maxBlockBytes` (64 MiB). */
   maxBlockBytes?: number;
   signal?: AbortSignal;
 }
@@ -107,7 +107,7 @@ export async function openEstargzIndex(reader: RangeReader, options: OpenEstargz
   const maxToc = options.maxTocBytes ?? defaults.index.maxIndexBytes;
   const maxJson = options.maxTocJsonBytes ?? defaults.index.maxDecodedIndexBytes;
   const maxEntries = options.maxEntries ?? defaults.index.maxIndexEntries;
-  const maxBlock = options.maxBlockBytes ?? defaults.index.maxEstargzBlockBytes;
+  const maxBlock = options.maxBlockBytes ?? defaults.index.maxBlockBytes;
   const size = reader.size;
   if (size < LEGACY_STARGZ_FOOTER_BYTES) throw bad(`blob of ${size} bytes is too small for a footer`);
   const tailLen = Math.min(size, ESTARGZ_FOOTER_BYTES);

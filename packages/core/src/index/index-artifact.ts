@@ -22,6 +22,8 @@ export interface ParseIndexOptions {
   maxDecodedIndexBytes?: number;
   /** Largest number of entries or blocks. Default `defaults.index.maxIndexEntries`. */
   maxEntries?: number;
+  /** Largest decoded size of one block, in bytes. Default `defaults.index.maxBlockBytes`. */
+  maxBlockBytes?: number;
   /** When given, the index must be for this layer. */
   expectedLayerDigest?: Digest;
 }
@@ -77,6 +79,7 @@ export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): 
   const maxBytes = options.maxIndexBytes ?? defaults.index.maxIndexBytes;
   const maxDecoded = options.maxDecodedIndexBytes ?? defaults.index.maxDecodedIndexBytes;
   const maxEntries = options.maxEntries ?? defaults.index.maxIndexEntries;
+  const maxBlock = options.maxBlockBytes ?? defaults.index.maxBlockBytes;
   if (bytes.byteLength > maxBytes) throw new ImgstreamError(ErrorCode.LIMIT_EXCEEDED, `layer index of ${bytes.byteLength} bytes exceeds ${maxBytes}`, { limit: maxBytes });
   let raw: Buffer;
   try {
@@ -126,6 +129,7 @@ export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): 
     if (fo <= prevFetch) throw bad(`checkpoints out of order at block ${i}`);
     if (fs === 0 || us === 0 || fo + fs > layerSize) throw bad(`block ${i} lies outside the layer blob`);
     if (bits > 7 || wl > WINDOW_BYTES) throw bad(`block ${i} has bad bits or window`);
+    if (us > maxBlock) throw new ImgstreamError(ErrorCode.LIMIT_EXCEEDED, `block ${i} decodes to ${us} bytes, more than ${maxBlock}`, { limit: maxBlock });
     if (format === 'raw' && (fo !== uo || fs !== us || bits !== 0 || wl !== 0 || member !== 0)) throw bad(`raw block ${i} malformed`);
     if (format === 'zran' && i === 0 && (fo !== 0 || member !== 1)) throw bad('first zran block must start at the first member');
     if (format === 'zran' && member === 1 && (bits !== 0 || wl !== 0)) throw bad(`member block ${i} with bits or window`);
