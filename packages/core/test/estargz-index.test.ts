@@ -66,3 +66,16 @@ test('eStargz: chunk digests are verified in decodeBlock; bad TOC entries are re
     await assert.rejects(open(b.blob), invalid, `edit ${i}`);
   }
 });
+
+test('eStargz: a small TOC is read with the footer in one range read; a big one takes two', async () => {
+  const small = buildEstargz(entries);
+  const big = buildEstargz([...entries, ...Array.from({ length: 3000 }, (_, i): TarEntrySpec => ({ type: 'file', name: `many/${i}-${'n'.repeat(60)}`, content: String(i) }))]);
+  for (const [b, reads] of [[small.blob, 1], [big.blob, 2]] as const) {
+    const inner = new BufferRangeReader(b);
+    let n = 0;
+    const counting = { size: inner.size, readRange: (o: number, l: number, opt?: { signal?: AbortSignal }) => (n++, inner.readRange(o, l, opt)) };
+    const index = await openEstargzIndex(counting, { layerDigest: sha256Digest(b) });
+    assert.equal(n, reads);
+    assert.ok(index.entries.has('bin/big'));
+  }
+});

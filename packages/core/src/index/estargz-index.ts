@@ -16,6 +16,8 @@ export const ESTARGZ_FOOTER_BYTES = 51;
 /** Size of the legacy stargz footer. */
 export const LEGACY_STARGZ_FOOTER_BYTES = 47;
 const TOC_NAME = 'stargz.index.json';
+/** Bytes read from the end of the blob first: the footer plus, for most layers, the whole TOC. */
+const TAIL_READ_BYTES = 64 << 10;
 const HIDDEN = new Set(['.prefetch.landmark', '.no.prefetch.landmark', TOC_NAME]);
 
 /** Options of {@link openEstargzIndex}. */
@@ -42,6 +44,7 @@ function bad(message: string, fields: Record<string, unknown> = {}): ImgstreamEr
 /** Parses an eStargz (51-byte) or legacy stargz (47-byte) footer; returns the TOC offset. */
 export function parseEstargzFooter(tail: Uint8Array): { tocOffset: number; footerBytes: number } {
   const tryParse = (footer: Uint8Array, legacy: boolean): number | undefined => {
+    if (footer.byteLength !== (legacy ? LEGACY_STARGZ_FOOTER_BYTES : ESTARGZ_FOOTER_BYTES)) return undefined;
     if (footer[0] !== 0x1f || footer[1] !== 0x8b || footer[2] !== 8 || footer[3] !== 4) return undefined;
     const xlen = (footer[10] ?? 0) | ((footer[11] ?? 0) << 8);
     let payload: Uint8Array;
@@ -110,7 +113,8 @@ export async function openEstargzIndex(reader: RangeReader, options: OpenEstargz
   const maxBlock = options.maxBlockBytes ?? defaults.index.maxBlockBytes;
   const size = reader.size;
   if (size < LEGACY_STARGZ_FOOTER_BYTES) throw bad(`blob of ${size} bytes is too small for a footer`);
-  const tailLen = Math.min(size, ESTARGZ_FOOTER_BYTES);
+  // One read usually gets the footer and the whole TOC of a small layer; a bigger TOC takes a second.
+  const tailLen = Math.min(size, TAIL_READ_BYTES);
   const tail = await reader.readRange(size - tailLen, tailLen, { signal: options.signal });
   if (tail.byteLength !== tailLen) throw new ImgstreamError(ErrorCode.CORRUPT_DATA, 'eStargz: short read of the footer');
   const { tocOffset, footerBytes } = parseEstargzFooter(tail);
@@ -118,7 +122,8 @@ export async function openEstargzIndex(reader: RangeReader, options: OpenEstargz
   if (tocOffset >= tocEnd) throw bad(`TOC offset ${tocOffset} lies outside the blob (TOC must end at ${tocEnd})`, { offset: tocOffset });
   const tocSize = tocEnd - tocOffset;
   if (tocSize > maxToc) throw new ImgstreamError(ErrorCode.LIMIT_EXCEEDED, `eStargz TOC of ${tocSize} bytes exceeds ${maxToc}`, { limit: maxToc });
-  const tocGz = await reader.readRange(tocOffset, tocSize, { signal: options.signal });
+  const tailStart = size - tailLen;
+  const tocGz = tocOffset >= tailStart ? tail.subarray(tocOffset - tailStart, tocEnd - tailStart) : await reader.readRange(tocOffset, tocSize, { signal: options.signal });
   if (tocGz.byteLength !== tocSize) throw new ImgstreamError(ErrorCode.CORRUPT_DATA, 'eStargz: short read of the TOC');
   let tocTar: Uint8Array;
   try {
