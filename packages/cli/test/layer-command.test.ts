@@ -42,7 +42,7 @@ test('imgstream layer index/ls/cat on gzip, uncompressed and eStargz blobs', { t
     const extra = index !== undefined ? ['--index', join(dir, index)] : [];
     const ls = (await cli('layer', 'ls', join(dir, blob), '/app', ...extra)).stdout.toString();
     assert.deepEqual(ls.trim().split('\n').map((l) => l.split(/\s+/).slice(4).join(' ')), ['big.txt', 'link -> small', 'old', 'small'], blob);
-    assert.match(ls, /^-rw-r--r--  1000     0    3000000 big\.txt$/m);
+    assert.match(ls, /^-rw-r--r-- +1000 +0 +3000000 big\.txt$/m);
     assert.match(ls, /^w/m);
     const cat = await cli('layer', 'cat', join(dir, blob), 'app/small', '--stats', ...extra);
     assert.equal(cat.stdout.toString(), 'hello\n');
