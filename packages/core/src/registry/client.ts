@@ -174,14 +174,21 @@ async function discard(body: Dispatcher.ResponseData['body']): Promise<void> {
   try {
     await body.dump({ limit: 64 * 1024 });
   } catch {
-    body.destroy();
+    release(body);
   }
+}
+
+/** Destroys a response body we stop reading (its 'error' is expected and swallowed). */
+function release(body: Dispatcher.ResponseData['body']): void {
+  if (body.destroyed) return;
+  body.on('error', () => {});
+  body.destroy();
 }
 
 /** Reads a whole body, failing with IMGSTREAM_LIMIT_EXCEEDED beyond `limit` bytes. */
 async function readLimited(body: Dispatcher.ResponseData['body'], limit: number, what: string, declared?: string): Promise<Buffer> {
   if (declared !== undefined && Number(declared) > limit) {
-    body.destroy();
+    release(body);
     throw new ImgstreamError(ErrorCode.LIMIT_EXCEEDED, `${what} is ${declared} bytes, more than the limit of ${limit}`, { limit });
   }
   const chunks: Buffer[] = [];
@@ -193,7 +200,7 @@ async function readLimited(body: Dispatcher.ResponseData['body'], limit: number,
       chunks.push(chunk);
     }
   } finally {
-    if (!body.readableEnded) body.destroy();
+    if (!body.readableEnded) release(body);
   }
   return Buffer.concat(chunks, n);
 }
@@ -624,7 +631,7 @@ export class RegistryClient {
         const cr = header(res.headers, 'content-range');
         const m = cr !== undefined ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr.trim()) : null;
         if (cr !== undefined && (m === null || Number(m[1]) !== pos || (end !== undefined && Number(m[2]) > end - 1) || (size !== undefined && m[3] !== '*' && Number(m[3]) !== size))) {
-          res.body.destroy();
+          release(res.body);
           throw new ImgstreamError(ErrorCode.REGISTRY_PROTOCOL, `blob ${digest}: Content-Range ${JSON.stringify(cr)} does not answer bytes=${pos}-${end !== undefined ? end - 1 : ''}`, {
             digest,
             url: res.url,
@@ -634,7 +641,7 @@ export class RegistryClient {
         skip = pos;
         const len = Number(header(res.headers, 'content-length'));
         if (size !== undefined && Number.isSafeInteger(len) && len !== size) {
-          res.body.destroy();
+          release(res.body);
           throw digestMismatch(digest, `a blob of ${len} bytes (expected ${size})`, `blob ${digest}`);
         }
       }
@@ -679,7 +686,7 @@ export class RegistryClient {
         failures++;
         await sleep(delay, signal);
       } finally {
-        if (!res.body.readableEnded) res.body.destroy();
+        if (!res.body.readableEnded) release(res.body);
       }
     }
   }
