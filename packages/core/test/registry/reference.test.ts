@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ErrorCode, ImgstreamError, formatReference, isLoopbackHost, parseReference, registryEndpointHost, withDigest } from '@imgstream/core';
 
-const D = 'sha256:' + 'ab'.repeat(32);
+const D = `sha256:${'ab'.repeat(32)}` as const;
 
 const good: [string, string, string, string | undefined, string | undefined][] = [
   // input, registry, repository, tag, digest
