@@ -38,3 +38,5 @@ export type {
 } from './registry/client.js';
 export { RegistryBlobReader } from './registry/blob-reader.js';
 export { backoffDelayMs, parseRetryAfterMs } from './registry/retry.js';
+export { parseHostsToml, loadHostsDir } from './registry/hosts-toml.js';
+export type { HostsConfig } from './registry/hosts-toml.js';
