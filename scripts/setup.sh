@@ -30,6 +30,11 @@ for svc in docker-registry containerd; do
 done
 
 echo "== npm ci"
-npm ci --no-audit --no-fund
+# npm 11 here records only this platform's optional packages (rollup, esbuild) in the lock file and
+# then `npm ci` refuses it as out of sync; `npm install` installs the same locked versions.
+if ! npm ci --no-audit --no-fund 2>/tmp/imgstream-npm-ci.log; then
+  echo "npm ci refused the lock file (see /tmp/imgstream-npm-ci.log); installing with npm install"
+  npm install --no-audit --no-fund
+fi
 echo "== build"
 npm run build
