@@ -5,7 +5,7 @@ import type { Teardown } from './tmp.ts';
 /** What a rule does to a matching request. */
 export type Fault =
   /** Answer with this status (e.g. a 503 burst, a 429 with Retry-After) instead of forwarding. */
-  | { kind: 'status'; status: number; retryAfter?: string; body?: string }
+  | { kind: 'status'; status: number; retryAfter?: string; body?: string; contentType?: string }
   /** Close the connection before any response. */
   | { kind: 'reset-before-headers' }
   /** Forward headers and the first `afterBytes` body bytes, then reset the connection. */
@@ -94,7 +94,7 @@ export async function startFaultProxy(t: Teardown, upstream: string, rules: Faul
     log.push({ method: req.method ?? '', path: req.url ?? '', headers: { ...req.headers }, fault: fault?.kind });
     if (fault?.kind === 'status') {
       req.resume();
-      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      const headers: Record<string, string> = { 'content-type': fault.contentType ?? 'application/json' };
       if (fault.retryAfter !== undefined) headers['retry-after'] = fault.retryAfter;
       res.writeHead(fault.status, headers);
       res.end(fault.body ?? JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: 'injected fault' }] }));

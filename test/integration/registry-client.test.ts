@@ -1,10 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { join } from 'node:path';
 import {
   ErrorCode,
   ImgstreamError,
   MediaType,
+  DockerConfigCredentials,
   RegistryClient,
   parseReference,
   sha256Digest,
@@ -13,6 +18,7 @@ import {
 } from '@imgstream/core';
 import { startBasicAuthRegistry, startRegistry, startTokenAuthRegistry } from '../helpers/registry.ts';
 import { pushTinyImage } from '../helpers/tiny-image.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
 const code = (c: string) => (err: unknown) => err instanceof ImgstreamError && err.code === c;
 
@@ -201,4 +207,55 @@ test('token expiry: a token past its expires_in is refreshed before use (injecte
   now += 31_000;
   await reader.readRange(0, 5);
   assert.equal(tokenServer.requests.length, n + 1, 'expired: fetched again');
+});
+
+test('credentials from a Docker config credHelpers entry reach a Basic and a token registry', async (t) => {
+  const basic = await startBasicAuthRegistry(t, { carol: 'pw-basic' });
+  const { registry: token } = await startTokenAuthRegistry(t, { users: { dave: { password: 'pw-token' } } });
+  const dir = await tempDir(t);
+  const helper = join(dir, 'docker-credential-test');
+  await writeFile(
+    helper,
+    [
+      '#!/bin/sh',
+      'read -r url',
+      `case "$url" in`,
+      `  ${basic.host}) echo '{"ServerURL":"x","Username":"carol","Secret":"pw-basic"}' ;;`,
+      `  ${token.host}) echo '{"ServerURL":"x","Username":"dave","Secret":"pw-token"}' ;;`,
+      '  *) echo "credentials not found in native keychain"; exit 1 ;;',
+      'esac',
+    ].join('\n') + '\n',
+    { mode: 0o755 },
+  );
+  const path = join(dir, 'config.json');
+  await writeFile(path, JSON.stringify({ credHelpers: { [basic.host]: 'test' }, credsStore: 'test' }));
+  const c = client(t, { credentials: new DockerConfigCredentials({ path, helperDirs: [dir] }) });
+  for (const host of [basic.host, token.host]) {
+    const img = await pushTinyImage(c, `${host}/helper/app:v1`);
+    assert.equal((await c.getManifest(parseReference(`${host}/helper/app:v1`))).digest, img.digest);
+  }
+});
+
+test('bad options throw IMGSTREAM_INVALID_OPTION naming the option', () => {
+  const named = (option: string) => (err: unknown) => err instanceof ImgstreamError && err.code === ErrorCode.INVALID_OPTION && err.fields.option === option;
+  assert.throws(() => new RegistryClient({ maxRetries: -1 }), named('maxRetries'));
+  assert.throws(() => new RegistryClient({ requestTimeoutMs: 0 }), named('requestTimeoutMs'));
+  assert.throws(() => new RegistryClient({ maxManifestBytes: 1.5 }), named('maxManifestBytes'));
+  assert.throws(() => new RegistryClient({ mirrors: { 'docker.io': [{ url: 'ftp://mirror' }] } }), named('mirrors["docker.io"]'));
+  assert.throws(() => new RegistryClient({ credentials: { 'a.io': { username: 'x' } as never } }), named('credentials["a.io"]'));
+});
+
+test('interop with skopeo: it reads what the client pushed, and the client reads what skopeo pushed', async (t) => {
+  const reg = await startRegistry(t);
+  const c = client(t);
+  const img = await pushTinyImage(c, `${reg.host}/interop/app:v1`, { layers: [[{ path: 'x.txt', content: 'x' }], [{ path: 'y.txt', content: 'y' }]] });
+  const run = async (args: string[]) => (await promisify(execFile)('skopeo', args, { timeout: 60_000 })).stdout;
+  const info = JSON.parse(await run(['inspect', '--tls-verify=false', `docker://${reg.host}/interop/app:v1`])) as { Digest: string; Layers: string[] };
+  assert.equal(info.Digest, img.digest);
+  assert.deepEqual(info.Layers, img.manifest.layers.map((l) => l.digest));
+  await run(['copy', '--src-tls-verify=false', '--dest-tls-verify=false', '--format', 'v2s2', `docker://${reg.host}/interop/app:v1`, `docker://${reg.host}/interop/copy:v2`]);
+  const copied = await c.resolveImage(parseReference(`${reg.host}/interop/copy:v2`), { platform: { os: 'linux', architecture: 'amd64' } });
+  assert.equal(copied.mediaType, MediaType.DOCKER_MANIFEST);
+  assert.deepEqual(copied.manifest.layers.map((l) => l.digest), img.manifest.layers.map((l) => l.digest));
+  assert.ok((await c.fetchBlob(parseReference(`${reg.host}/interop/copy:v2`), copied.manifest.layers[0]!)).equals(img.layers[0]!.bytes));
 });

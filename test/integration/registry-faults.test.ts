@@ -228,3 +228,16 @@ test('mirrors: a working mirror serves pulls; a failing one falls back to the re
   assert.ok(pullOnly.log.every((e) => !/manifests\/v1/.test(e.path)));
   assert.ok(pullOnly.log.some((e) => BLOB.test(e.path)));
 });
+
+test('a registry that serves a Docker schema 1 manifest or a malformed one gets a coded error', async (t) => {
+  const { proxy, proxyHost } = await setup(t);
+  const c = client(t);
+  const ref = parseReference(`${proxyHost}/f/app:v1`);
+  const schema1 = JSON.stringify({ schemaVersion: 1, name: 'f/app', tag: 'v1', architecture: 'amd64', fsLayers: [], history: [] });
+  proxy.setRules([{ method: 'GET', path: MANIFEST, fault: { kind: 'status', status: 200, body: schema1, contentType: 'application/vnd.docker.distribution.manifest.v1+prettyjws' } }]);
+  await assert.rejects(c.resolveImage(ref), code(ErrorCode.UNSUPPORTED_SCHEMA1));
+  proxy.setRules([{ method: 'GET', path: MANIFEST, fault: { kind: 'status', status: 200, body: '{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {}', contentType: 'application/vnd.oci.image.manifest.v1+json' } }]);
+  await assert.rejects(c.resolveImage(ref), code(ErrorCode.INVALID_MANIFEST));
+  proxy.setRules([{ method: 'GET', path: MANIFEST, fault: { kind: 'status', status: 200, body: 'x'.repeat(2048), contentType: 'application/vnd.oci.image.manifest.v1+json' } }]);
+  await assert.rejects(client(t, { maxManifestBytes: 1024 }).resolveImage(ref), code(ErrorCode.LIMIT_EXCEEDED));
+});
