@@ -218,9 +218,22 @@ test('mirrors: a working mirror serves pulls; a failing one falls back to the re
   assert.ok(mirror.log.every((e) => e.path.includes(`ns=${encodeURIComponent(upstream.host)}`)));
   assert.equal(upstream.log.length, 0);
   mirror.setRules([{ fault: { kind: 'status', status: 502 } }]);
+  const beforeBroken = mirror.log.length;
   const c2 = client(t, { mirrors: { [upstream.host]: [{ url: mirror.url }] }, maxRetries: 1 });
   assert.equal((await c2.resolveImage(ref, { platform: { os: 'linux', architecture: 'amd64' } })).digest, img.digest);
   assert.ok(upstream.log.length >= 2, 'fell back to the registry');
+  // the broken mirror is now skipped (cooldown), so many small reads do not pay for it each time
+  const seen = mirror.log.length;
+  const reader = c2.blobReader(ref, img.manifest.layers[0]!);
+  for (let i = 0; i < 10; i++) assert.ok(Buffer.from(await reader.readRange(i, 1)).equals(img.layers[0]!.bytes.subarray(i, i + 1)));
+  assert.equal(mirror.log.length, seen);
+  assert.ok(seen - beforeBroken <= 2, `one mirror attempt and at most one retry: ${seen - beforeBroken}`);
+  // a mirror that merely lacks the content (404) is not put in cooldown
+  const sparse = await startFaultProxy(t, reg.url, [{ path: /\/manifests\//, times: 1, fault: { kind: 'status', status: 404 } }]);
+  const c4 = client(t, { mirrors: { [upstream.host]: [{ url: sparse.url }] } });
+  await c4.getManifest(ref);
+  await c4.getManifest(ref);
+  assert.equal(sparse.log.filter((e) => /manifests/.test(e.path)).length, 2);
   // resolve-only mirrors do not serve tags when they lack the capability
   const pullOnly = await startFaultProxy(t, reg.url);
   const c3 = client(t, { mirrors: { [upstream.host]: [{ url: pullOnly.url, capabilities: ['pull'] }] } });

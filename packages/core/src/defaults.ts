@@ -34,6 +34,10 @@ export const defaults = Object.freeze({
     defaultTokenLifetimeMs: 60_000,
     /** Largest token or error response body read, bytes. */
     maxSmallBodyBytes: 1024 * 1024,
+    /** A mirror that failed is skipped for this long, ms. */
+    mirrorCooldownMs: 30_000,
+    /** Retries against one mirror before moving on to the next endpoint. */
+    mirrorMaxRetries: 1,
     /** Time a credential helper may run, ms. */
     credentialHelperTimeoutMs: 10_000,
     /** `User-Agent` header. */

@@ -37,6 +37,8 @@ export interface RegistryClientOptions {
   plainHttpLoopback?: boolean;
   /** Ordered mirrors per registry host, tried before the registry itself. Default none. */
   mirrors?: Readonly<Record<string, readonly RegistryMirror[]>>;
+  /** A mirror that failed is skipped for this long, ms. Default {@link defaults}.registry.mirrorCooldownMs. */
+  mirrorCooldownMs?: number;
   /** Extra trusted CA certificates (PEM) for HTTPS. Default: Node's bundled CAs. */
   ca?: string | Buffer | readonly (string | Buffer)[];
   /** Time to wait for the response headers of one request, ms. Default {@link defaults}.registry.requestTimeoutMs. */
@@ -230,6 +232,9 @@ export class RegistryClient {
   readonly #now: () => number;
   readonly #random: () => number;
   readonly #endpointCache = new Map<string, Endpoint[]>();
+  readonly #mirrorCooldownMs: number;
+  /** Mirror origin -> time (per `now`) until which it is skipped after a failure. */
+  readonly #mirrorDownUntil = new Map<string, number>();
   /** Repositories known to lack the referrers API (endpoint origin + repository). */
   readonly #noReferrersApi = new Set<string>();
   #closed = false;
@@ -249,6 +254,7 @@ export class RegistryClient {
     const connections = positiveInt(options.connectionsPerOrigin, d.connectionsPerOrigin, 'connectionsPerOrigin');
     const keepAliveTimeoutMs = positiveInt(options.keepAliveTimeoutMs, d.keepAliveTimeoutMs, 'keepAliveTimeoutMs');
     const tokenExpiryMarginMs = positiveInt(options.tokenExpiryMarginMs, d.tokenExpiryMarginMs, 'tokenExpiryMarginMs', true);
+    this.#mirrorCooldownMs = positiveInt(options.mirrorCooldownMs, d.mirrorCooldownMs, 'mirrorCooldownMs', true);
     this.#userAgent = options.userAgent ?? d.userAgent;
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
@@ -734,16 +740,24 @@ export class RegistryClient {
     this.#checkOpen();
     req.signal?.throwIfAborted();
     if (req.endpoint !== undefined) return this.#requestEndpoint(req.endpoint, req);
-    const endpoints = this.#endpoints(req.ref.registry).filter((e) => e.capabilities.has(req.capability));
+    const endpoints = this.#endpoints(req.ref.registry);
     let lastError: unknown;
     for (const ep of endpoints) {
+      if (!ep.capabilities.has(req.capability)) continue;
+      if (ep.mirror) {
+        const downUntil = this.#mirrorDownUntil.get(ep.origin);
+        if (downUntil !== undefined && downUntil > this.#now()) continue;
+      }
       try {
         return await this.#requestEndpoint(ep, req);
       } catch (err) {
         if (req.signal?.aborted) throw req.signal.reason;
         if (!ep.mirror) throw err;
         lastError = err;
-        publish(mirrorChannel, { mirror: ep.origin, registry: req.ref.registry, reason: (err as Error).message });
+        // A mirror without the content is fine (a cache miss); a broken one is skipped for a while.
+        const miss = err instanceof ImgstreamError && err.code === ErrorCode.REGISTRY_NOT_FOUND;
+        if (!miss) this.#mirrorDownUntil.set(ep.origin, this.#now() + this.#mirrorCooldownMs);
+        publish(mirrorChannel, { mirror: ep.origin, registry: req.ref.registry, reason: (err as Error).message, cooldown: !miss });
       }
     }
     throw lastError ?? new ImgstreamError(ErrorCode.REGISTRY_UNAVAILABLE, `no endpoint for ${req.ref.registry}`);
@@ -765,6 +779,7 @@ export class RegistryClient {
     const url = this.#url(ep, req);
     const scope = req.ref.repository === '' ? undefined : `repository:${req.ref.repository}:${req.capability === 'push' ? 'pull,push' : 'pull'}`;
     const signal = req.signal;
+    const maxRetries = ep.mirror ? Math.min(this.#maxRetries, defaults.registry.mirrorMaxRetries) : this.#maxRetries;
     let attempt = 0;
     let reauthenticated = false;
     for (;;) {
@@ -778,7 +793,7 @@ export class RegistryClient {
       } catch (err) {
         if (signal?.aborted) throw signal.reason;
         if (err instanceof ImgstreamError) throw err;
-        if (isRetryableNetworkError(err) && attempt < this.#maxRetries) {
+        if (isRetryableNetworkError(err) && attempt < maxRetries) {
           await this.#backoff(url, attempt++, undefined, err, signal);
           continue;
         }
@@ -793,7 +808,7 @@ export class RegistryClient {
         throw this.#statusError(res, req, '');
       }
       if (req.ok.includes(status)) return res;
-      if ((status >= 500 || status === 429) && attempt < this.#maxRetries) {
+      if ((status >= 500 || status === 429) && attempt < maxRetries) {
         const retryAfter = parseRetryAfterMs(res.headers['retry-after'], this.#maxRetryAfterMs, this.#now());
         await discard(res.body);
         await this.#backoff(url, attempt++, retryAfter, `HTTP ${status}`, signal);
