@@ -254,3 +254,19 @@ test('a registry that serves a Docker schema 1 manifest or a malformed one gets 
   proxy.setRules([{ method: 'GET', path: MANIFEST, fault: { kind: 'status', status: 200, body: 'x'.repeat(2048), contentType: 'application/vnd.oci.image.manifest.v1+json' } }]);
   await assert.rejects(client(t, { maxManifestBytes: 1024 }).resolveImage(ref), code(ErrorCode.LIMIT_EXCEEDED));
 });
+
+test('a registry with the OCI 1.1 referrers API is asked directly, with and without server-side filtering', async (t) => {
+  const { img, proxy, proxyHost } = await setup(t);
+  const c = client(t);
+  const ref = parseReference(`${proxyHost}/f/app:v1`);
+  const entry = (n: string, artifactType: string) => ({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${n.repeat(64)}`, size: 10, artifactType });
+  const index = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [entry('a', 'application/vnd.x'), entry('b', 'application/vnd.y')] };
+  proxy.setRules([{ method: 'GET', path: /\/referrers\//, fault: { kind: 'status', status: 200, body: JSON.stringify(index), contentType: 'application/vnd.oci.image.index.v1+json' } }]);
+  assert.deepEqual((await c.referrers(ref, img.digest)).map((d) => d.artifactType), ['application/vnd.x', 'application/vnd.y']);
+  // the server ignored the filter (no OCI-Filters-Applied): the client filters
+  assert.deepEqual((await c.referrers(ref, img.digest, { artifactType: 'application/vnd.y' })).map((d) => d.digest), [`sha256:${'b'.repeat(64)}`]);
+  const referrerRequests = proxy.log.filter((e) => /\/referrers\//.test(e.path));
+  assert.equal(referrerRequests.length, 2);
+  assert.match(referrerRequests[1]!.path, /artifactType=application%2Fvnd\.y/);
+  assert.ok(proxy.log.every((e) => !/sha256-/.test(e.path)), 'no fallback tag lookups');
+});
