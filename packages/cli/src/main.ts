@@ -1,11 +1,13 @@
 import { Command } from 'commander';
 import { ImgstreamError } from '@imgstream/core';
+import { inspectCommand } from './commands/inspect.js';
 import { layerCommand } from './commands/layer.js';
 
 const program = new Command('imgstream')
   .description('Image streaming for containerd: inspect, index and read images from any OCI registry.')
   .version('0.1.0');
 
+program.addCommand(inspectCommand());
 program.addCommand(layerCommand());
 
 try {

@@ -1,8 +1,48 @@
 /**
- * Every default of every imgstream option, in one frozen object. Options objects document their
- * default by pointing here; constructors resolve them once.
+ * Every default of @imgstream/core in one frozen object. Options objects document their default by
+ * pointing here; constructors resolve options against these values once.
  */
 export const defaults = Object.freeze({
+  registry: Object.freeze({
+    /** Time to wait for response headers of one HTTP request, ms. */
+    requestTimeoutMs: 30_000,
+    /** Longest pause between two chunks of a response body, ms. */
+    bodyIdleTimeoutMs: 30_000,
+    /** Time to establish a TCP/TLS connection, ms. */
+    connectTimeoutMs: 10_000,
+    /** Retries of one request after 5xx, 429, resets or truncated bodies (total attempts = 1 + this). */
+    maxRetries: 4,
+    /** First backoff delay, ms; doubles on every retry, with jitter. */
+    retryBaseDelayMs: 100,
+    /** Upper bound of one computed backoff delay, ms. */
+    retryMaxDelayMs: 5_000,
+    /** Upper bound of a server's `Retry-After`, ms. */
+    maxRetryAfterMs: 10_000,
+    /** Redirects followed per request. */
+    maxRedirects: 5,
+    /** Largest manifest or index accepted, bytes. */
+    maxManifestBytes: 4 * 1024 * 1024,
+    /** Largest image config blob accepted, bytes. */
+    maxConfigBytes: 8 * 1024 * 1024,
+    /** Pooled connections per origin. */
+    connectionsPerOrigin: 32,
+    /** Keep-alive of idle pooled connections, ms. */
+    keepAliveTimeoutMs: 60_000,
+    /** A token is refreshed this long before it expires, ms. */
+    tokenExpiryMarginMs: 5_000,
+    /** Lifetime assumed for a token without `expires_in`, ms (the distribution spec's 60 s). */
+    defaultTokenLifetimeMs: 60_000,
+    /** Largest token or error response body read, bytes. */
+    maxSmallBodyBytes: 1024 * 1024,
+    /** A mirror that failed is skipped for this long, ms. */
+    mirrorCooldownMs: 30_000,
+    /** Retries against one mirror before moving on to the next endpoint. */
+    mirrorMaxRetries: 1,
+    /** Time a credential helper may run, ms. */
+    credentialHelperTimeoutMs: 10_000,
+    /** `User-Agent` header. */
+    userAgent: 'imgstream/0.1.0',
+  }),
   /** Layer indexes (eStargz, zran, raw) and the tar reader. See docs/index-format.md. */
   index: Object.freeze({
     /** zran: uncompressed bytes between two checkpoints of a plain gzip layer (measured, see docs/index-format.md). */
