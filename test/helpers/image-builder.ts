@@ -5,14 +5,16 @@ import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { gunzipSync } from 'node:zlib';
+import { buildEstargz } from './estargz-builder.ts';
 import { buildTar, gzip, type TarEntrySpec } from './tar-builder.ts';
 
 const run = promisify(execFile);
 
 export interface LayerSpec {
   entries: readonly TarEntrySpec[];
-  /** Default 'gzip'. */
-  compression?: 'gzip' | 'none';
+  /** Default 'gzip'. 'estargz' builds an eStargz blob (with the TOC digest annotation). */
+  compression?: 'gzip' | 'none' | 'estargz';
   /** Layer descriptor annotations. */
   annotations?: Record<string, string>;
 }
@@ -59,6 +61,20 @@ export const MEDIA = Object.freeze({
 /** Builds an image in memory. */
 export function buildImage(spec: ImageSpec): BuiltImage {
   const layers: BuiltLayer[] = spec.layers.map((l) => {
+    if (l.compression === 'estargz') {
+      const esgz = buildEstargz(l.entries);
+      const annotations = { ...l.annotations, 'containerd.io/snapshot/stargz/toc.digest': esgz.tocDigest };
+      return {
+        mediaType: MEDIA.layerGzip,
+        digest: sha256(esgz.blob),
+        size: esgz.blob.byteLength,
+        bytes: esgz.blob,
+        // the layer's uncompressed content: the entries, then the TOC entry
+        tar: new Uint8Array(gunzipSync(esgz.blob)),
+        diffId: sha256(new Uint8Array(gunzipSync(esgz.blob))),
+        annotations,
+      };
+    }
     const tar = buildTar(l.entries);
     const gz = (l.compression ?? 'gzip') === 'gzip';
     const bytes = gz ? gzip(tar) : tar;
@@ -113,7 +129,7 @@ export async function writeOciArchive(image: BuiltImage, dir: string, file: stri
   await run('tar', ['-C', dir, '-cf', file, 'oci-layout', 'index.json', 'blobs']);
 }
 
-/** Pushes an OCI layout directory to a plain-HTTP registry on loopback with skopeo. */
+/** Pushes an OCI layout directory to a plain-HTTP registry on loopback with skopeo, blobs and digests unchanged (uncompressed layers stay uncompressed). */
 export async function pushOciLayout(dir: string, tag: string, registryHost: string, repo: string): Promise<void> {
-  await run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${dir}:${tag}`, `docker://${registryHost}/${repo}:${tag}`], { timeout: 60_000 });
+  await run('skopeo', ['copy', '--quiet', '--preserve-digests', '--dest-tls-verify=false', `oci:${dir}:${tag}`, `docker://${registryHost}/${repo}:${tag}`], { timeout: 60_000 });
 }

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { ImgstreamError } from '@imgstream/core';
 import { inspectCommand } from './commands/inspect.js';
+import { catCommand, indexCommand, lsCommand } from './commands/image-files.js';
 import { layerCommand } from './commands/layer.js';
 
 const program = new Command('imgstream')
@@ -8,6 +9,9 @@ const program = new Command('imgstream')
   .version('0.1.0');
 
 program.addCommand(inspectCommand());
+program.addCommand(indexCommand());
+program.addCommand(lsCommand());
+program.addCommand(catCommand());
 program.addCommand(layerCommand());
 
 try {

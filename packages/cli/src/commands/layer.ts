@@ -54,8 +54,9 @@ async function openIndex(blobPath: string, indexPath: string | undefined): Promi
 /** A user mistake: printed without a stack. */
 class UsageError extends Error {
   override name = 'UsageError';
-  override get stack(): string {
-    return this.message;
+  constructor(message: string) {
+    super(message);
+    this.stack = message; // main prints the stack: no trace for user errors
   }
 }
 
