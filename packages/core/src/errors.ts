@@ -52,6 +52,10 @@ export const ErrorCode = Object.freeze({
   CLOSED: 'IMGSTREAM_CLOSED',
   /** The disk ran out of space. */
   DISK_FULL: 'IMGSTREAM_DISK_FULL',
+  /** A layer entry would be written outside the layer directory (`..`, absolute path, through a symlink). */
+  UNSAFE_PATH: 'IMGSTREAM_UNSAFE_PATH',
+  /** A helper program (mknod, setfattr, sync) failed or is missing. */
+  TOOL_FAILED: 'IMGSTREAM_TOOL_FAILED',
 });
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
