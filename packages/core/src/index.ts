@@ -36,6 +36,6 @@ export { unpackLayer } from './download/layer-unpacker.js';
 export type { UnpackOptions, UnpackResult } from './download/layer-unpacker.js';
 export type { TarEntry, TarEntryHeader, TarEntryType } from './download/tar-entry.js';
 export { ImagesInUseStore } from './gc/images-in-use-store.js';
-export type { ImageInUse, ImagesInUseStoreOptions } from './gc/images-in-use-store.js';
+export type { ImageInUse, ImagesInUseStoreEvents, ImagesInUseStoreOptions } from './gc/images-in-use-store.js';
 export { GarbageCollector, systemClock } from './gc/garbage-collector.js';
 export type { GarbageCollectorEvents, GarbageCollectorOptions, GcClock, GcRunResult } from './gc/garbage-collector.js';

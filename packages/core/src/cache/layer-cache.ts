@@ -40,6 +40,8 @@ export interface LayerCacheEvents {
   complete: (event: { digest: Digest; dir: string }) => void;
   /** A layer was removed (GC); its directory must no longer be used. */
   removed: (event: { digest: Digest }) => void;
+  /** The last reader of a layer released it. */
+  unpinned: (event: { digest: Digest }) => void;
 }
 
 const STAGING = '.staging';
@@ -142,8 +144,12 @@ export class LayerCache extends EventEmitter<LayerCacheEvents> {
       if (released) return;
       released = true;
       const n = (this.#pins.get(digest) ?? 1) - 1;
-      if (n <= 0) this.#pins.delete(digest);
-      else this.#pins.set(digest, n);
+      if (n <= 0) {
+        this.#pins.delete(digest);
+        this.emit('unpinned', { digest });
+      } else {
+        this.#pins.set(digest, n);
+      }
     };
   }
 

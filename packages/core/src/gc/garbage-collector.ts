@@ -79,7 +79,18 @@ export class GarbageCollector extends EventEmitter<GarbageCollectorEvents> {
     if (!Number.isSafeInteger(this.gcGracePeriodMs) || this.gcGracePeriodMs < 0) throw invalidOption('gcGracePeriodMs', 'must be a non-negative integer');
     this.#clock = options.clock ?? systemClock;
     this.#isBusy = options.isBusy ?? (() => false);
+    this.#store.on('released', this.#onReleased);
+    this.#cache.on('unpinned', this.#onUnpinned);
   }
+
+  // a layer used since the last run starts its grace period again at the next run
+  readonly #onReleased = (layers: readonly Digest[]): void => {
+    for (const l of layers) this.#unreferencedSince.delete(l);
+  };
+
+  readonly #onUnpinned = ({ digest }: { digest: Digest }): void => {
+    this.#unreferencedSince.delete(digest);
+  };
 
   /** Starts the periodic loop. */
   start(): void {
@@ -113,6 +124,11 @@ export class GarbageCollector extends EventEmitter<GarbageCollectorEvents> {
     const kept: Digest[] = [];
     for (const layer of cached) {
       if (referenced.has(layer)) continue;
+      if (this.#cache.isPinned(layer) || this.#isBusy(layer)) {
+        this.#unreferencedSince.delete(layer);
+        kept.push(layer);
+        continue;
+      }
       const since = this.#unreferencedSince.get(layer);
       if (since === undefined) {
         this.#unreferencedSince.set(layer, now);
@@ -126,6 +142,7 @@ export class GarbageCollector extends EventEmitter<GarbageCollectorEvents> {
       }
       // re-check synchronously right before removing: an image may have been added meanwhile
       if (this.#store.isReferenced(layer) || this.#cache.isPinned(layer) || this.#isBusy(layer)) {
+        this.#unreferencedSince.delete(layer);
         kept.push(layer);
         continue;
       }
@@ -145,6 +162,8 @@ export class GarbageCollector extends EventEmitter<GarbageCollectorEvents> {
   /** Stops the loop (waits for a running collection). Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#store.off('released', this.#onReleased);
+    this.#cache.off('unpinned', this.#onUnpinned);
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.#running?.catch(() => {});

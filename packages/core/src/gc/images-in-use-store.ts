@@ -1,5 +1,6 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { EventEmitter } from 'eventemitter3';
 import { writeFileAtomic } from '../cache/atomic-write.js';
 import { defaults } from '../defaults.js';
 import { isDigest, type Digest } from '../digest.js';
@@ -31,7 +32,12 @@ interface FileFormat {
  * (in memory); every change is written with an atomic replace (tmp, fsync, rename, fsync dir)
  * before its promise resolves. Writes are serialised.
  */
-export class ImagesInUseStore {
+export interface ImagesInUseStoreEvents {
+  /** An image was removed or replaced: these layers lost one reference (GC restarts their grace period). */
+  released: (layers: readonly Digest[]) => void;
+}
+
+export class ImagesInUseStore extends EventEmitter<ImagesInUseStoreEvents> {
   readonly path: string;
   readonly #now: () => number;
   readonly #images = new Map<string, ImageInUse>();
@@ -39,6 +45,7 @@ export class ImagesInUseStore {
   #writing: Promise<void> = Promise.resolve();
 
   constructor(options: ImagesInUseStoreOptions = {}) {
+    super();
     this.path = options.path ?? defaults.imagesInUsePath;
     this.#now = options.now ?? Date.now;
   }
@@ -74,16 +81,21 @@ export class ImagesInUseStore {
   /** Records (or replaces) an image in use with its layers. */
   async add(key: string, layers: readonly Digest[]): Promise<void> {
     await this.ready();
+    const old = this.#images.get(key);
     this.#images.set(key, { key, layers: [...layers], sinceMs: this.#now() });
+    if (old !== undefined) this.emit('released', old.layers);
     await this.#persist();
   }
 
   /** Forgets an image; its layers become candidates for GC (unless another image holds them). */
   async remove(key: string): Promise<boolean> {
     await this.ready();
-    const had = this.#images.delete(key);
-    if (had) await this.#persist();
-    return had;
+    const old = this.#images.get(key);
+    if (old === undefined) return false;
+    this.#images.delete(key);
+    this.emit('released', old.layers);
+    await this.#persist();
+    return true;
   }
 
   images(): ImageInUse[] {
