@@ -1,7 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { createGunzip } from 'node:zlib';
 import { EventEmitter } from 'eventemitter3';
 import type { RangeReader } from '../blob.js';
@@ -10,6 +9,7 @@ import { defaults } from '../defaults.js';
 import { channel, publish } from '../diagnostics.js';
 import { Digester, digestMismatch, type Digest } from '../digest.js';
 import { ErrorCode, ImgstreamError, invalidOption, isImgstreamError } from '../errors.js';
+import { delay } from '../fetch/delay.js';
 import { FetchScheduler } from '../fetch/fetch-scheduler.js';
 import { mapFsError, unpackLayer } from './layer-unpacker.js';
 import { tarStreamExtractor } from './tar-stream-entries.js';
@@ -287,7 +287,7 @@ export class LayerDownloader extends EventEmitter<LayerDownloaderEvents> {
           if (signal.aborted) throw signal.reason;
           if (++attempt > this.fetchRetries) throw wrap(err, digest, offset);
           this.emit('retry', { digest, offset, attempt, error: err });
-          await sleep(this.retryBaseDelayMs * 2 ** (attempt - 1), undefined, { signal });
+          await delay(this.retryBaseDelayMs * 2 ** (attempt - 1), signal);
         }
       }
       if (request.size !== undefined && offset !== request.size) {
@@ -303,7 +303,10 @@ export class LayerDownloader extends EventEmitter<LayerDownloaderEvents> {
     const local = new AbortController();
     const both = AbortSignal.any([signal, local.signal]);
     try {
-      await Promise.race([this.scheduler.whenForegroundIdle(both), sleep(20, undefined, { signal: both })]);
+      await Promise.race([this.scheduler.whenForegroundIdle(both), delay(20, both)]);
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      throw err;
     } finally {
       local.abort();
     }
@@ -317,7 +320,7 @@ export class LayerDownloader extends EventEmitter<LayerDownloaderEvents> {
         if (signal.aborted) throw signal.reason;
         if (attempt >= this.fetchRetries || (isImgstreamError(err) && FATAL.has(err.code))) throw wrap(err, digest, offset());
         this.emit('retry', { digest, offset: offset(), attempt: attempt + 1, error: err });
-        await sleep(this.retryBaseDelayMs * 2 ** attempt, undefined, { signal });
+        await delay(this.retryBaseDelayMs * 2 ** attempt, signal);
       }
     }
   }

@@ -1,6 +1,5 @@
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { EventEmitter } from 'eventemitter3';
 import type { RangeReader } from '../blob.js';
 import { ContentCache } from '../cache/content-cache.js';
@@ -10,6 +9,7 @@ import { channel, publish } from '../diagnostics.js';
 import type { Digest } from '../digest.js';
 import { ErrorCode, ImgstreamError, invalidOption, isImgstreamError } from '../errors.js';
 import type { Extent, LayerIndex } from '../index/model.js';
+import { delay } from './delay.js';
 import { FetchScheduler, type FetchPriority } from './fetch-scheduler.js';
 
 /** A layer as the fetcher reads it: its index and random access to its blob. */
@@ -118,7 +118,10 @@ interface Inflight {
 }
 
 interface StreamState {
+  /** Where a sequential reader reads next. */
   nextOffset: number;
+  /** End (file offset) of what read-ahead has requested so far. */
+  aheadEnd: number;
 }
 
 const MAX_STREAMS = 4096;
@@ -339,7 +342,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
     const length = last.compressedOffset + last.compressedSize - offset;
     let lastError: ImgstreamError | undefined;
     for (let attempt = 0; attempt <= this.fetchRetries; attempt++) {
-      if (attempt > 0) await sleep(this.retryBaseDelayMs * 2 ** (attempt - 1), undefined, { signal });
+      if (attempt > 0) await delay(this.retryBaseDelayMs * 2 ** (attempt - 1), signal);
       const started = performance.now();
       try {
         const compressed = await this.scheduler.run(priority, () => this.#readRange(reader, offset, length, signal, index.layerDigest), signal);
@@ -393,23 +396,32 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
     }
   }
 
-  /** On sequential reads, starts fetching the blocks of the next `readAheadBytes` of the file. */
+  /**
+   * On sequential reads, fetches the next `readAheadBytes` of the file in the background. Like the
+   * kernel's asynchronous read-ahead, a new window is only started once the reader has consumed
+   * half of the previous one, so read-ahead requests stay large (up to `readAheadBytes`).
+   */
   #readAhead(layer: FetchLayer, file: ReadTarget, offset: number, end: number): void {
     if (this.readAheadBytes === 0 || file.extents === undefined || file.extents.length === 0) return;
     const digest = layer.index.layerDigest;
     const id = `${digest}|${file.path ?? `@${file.extents[0]!.block}:${file.extents[0]!.blockOffset}`}`;
     const state = this.#streams.get(id);
     const sequential = offset === 0 || state?.nextOffset === offset;
+    let aheadEnd = sequential && state !== undefined ? state.aheadEnd : end;
     if (state !== undefined) this.#streams.delete(id);
-    this.#streams.set(id, { nextOffset: end });
+    if (sequential && aheadEnd - end < this.readAheadBytes / 2) {
+      const from = Math.max(end, aheadEnd);
+      const to = Math.min(file.size, end + this.readAheadBytes);
+      if (to > from) {
+        const wanted = uniqueBlocks(piecesInRange(file.extents, from, to)).filter(
+          (b) => !this.contentCache.has(digest, b) && !this.#inflight.has(blockKey(digest, b)),
+        );
+        for (const run of coalesce(layer.index, wanted)) this.#startWork(layer, run, 'prefetch', true);
+        aheadEnd = to;
+      }
+    }
+    this.#streams.set(id, { nextOffset: end, aheadEnd: Math.max(aheadEnd, end) });
     if (this.#streams.size > MAX_STREAMS) this.#streams.delete(this.#streams.keys().next().value!);
-    if (!sequential) return;
-    const aheadEnd = Math.min(file.size, end + this.readAheadBytes);
-    if (aheadEnd <= end) return;
-    const wanted = uniqueBlocks(piecesInRange(file.extents, end, aheadEnd)).filter(
-      (b) => !this.contentCache.has(digest, b) && !this.#inflight.has(blockKey(digest, b)),
-    );
-    for (const run of coalesce(layer.index, wanted)) this.#startWork(layer, run, 'prefetch', true);
   }
 }
 
