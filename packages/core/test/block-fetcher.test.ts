@@ -59,6 +59,7 @@ test('random concurrent reads equal ground truth while a background download rac
   const download = downloader.download({ digest: index.layerDigest, size: tar.byteLength, source: httpRangeReader(downloadServer.url, tar.byteLength) });
   const rand = rng(42);
   let verified = 0;
+  let nonEmpty = 0;
   const readRandom = async (): Promise<void> => {
     const f = files[Math.floor(rand() * files.length)]!;
     const offset = Math.floor(rand() * (f.content.byteLength + 10));
@@ -67,6 +68,7 @@ test('random concurrent reads equal ground truth while a background download rac
     const want = f.content.subarray(Math.min(offset, f.content.byteLength), Math.min(f.content.byteLength, offset + length));
     assert.equal(Buffer.compare(Buffer.from(got), Buffer.from(want)), 0, `${f.path} @${offset}+${length}`);
     verified++;
+    if (want.byteLength > 0) nonEmpty++;
   };
   let downloaded = false;
   void download.then(
@@ -86,9 +88,14 @@ test('random concurrent reads equal ground truth while a background download rac
   for (const r of fetchServer.requests) for (const b of blocksOf(r)) seen.set(b, (seen.get(b) ?? 0) + 1);
   for (const [b, n] of seen) assert.equal(n, 1, `block ${b} fetched ${n} times`);
   const requestsBefore = fetchServer.requests.length;
+  const remoteBefore = remoteReads;
+  const localBefore = localReads;
+  const nonEmptyBefore = nonEmpty;
   await Promise.all(Array.from({ length: 40 }, readRandom));
   assert.equal(fetchServer.requests.length, requestsBefore, 'reads of a complete layer do not touch the network');
-  assert.ok(localReads >= 40, `local reads ${localReads}`);
+  assert.equal(remoteReads, remoteBefore, 'every read after completion is local');
+  assert.equal(localReads - localBefore, nonEmpty - nonEmptyBefore, 'every non-empty read was served locally');
+  assert.ok(localReads - localBefore > 0);
   assert.equal(fetcher.contentCache.sizeBytes, 0, 'blocks of a local layer leave memory');
   t.diagnostic(`verified ${verified} reads; ${fetchServer.requests.length} fetch requests; ${downloadServer.requests.length} download requests; remote ${remoteReads} local ${localReads}`);
 });
