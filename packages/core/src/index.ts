@@ -12,7 +12,7 @@ export type { ContentCacheOptions } from './cache/content-cache.js';
 export { LayerCache } from './cache/layer-cache.js';
 export type { LayerCacheOptions, LayerCacheEvents, LayerCacheRepair, LayerRecord } from './cache/layer-cache.js';
 export { FetchScheduler } from './fetch/fetch-scheduler.js';
-export type { FetchPriority, FetchSchedulerOptions } from './fetch/fetch-scheduler.js';
+export type { FetchPriority, FetchSchedulerOptions, FetchTicket } from './fetch/fetch-scheduler.js';
 export { BlockFetcher } from './fetch/block-fetcher.js';
 export type {
   BlockFetcherEvents,

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BlockFetcher, ContentCache, ErrorCode, FetchScheduler, ImgstreamError, LayerCache, LayerDownloader, type FetchEvent, type FileEntry, type LayerIndex } from '@imgstream/core';
+import { BlockFetcher, ContentCache, ErrorCode, FetchScheduler, ImgstreamError, LayerCache, LayerDownloader, type FetchEvent, type FetchTicket, type FileEntry, type LayerIndex } from '@imgstream/core';
 import { buildTar, pseudoRandomBytes, rawTestIndex, type TarFileSpec } from '../../../test/helpers/raw-layer.ts';
 import { httpRangeReader, startRangeServer, type RecordedRequest } from '../../../test/helpers/range-server.ts';
 import { tempDir } from '../../../test/helpers/tmp.ts';
@@ -292,4 +292,49 @@ test('foreground requests are scheduled before prefetch and background ones', as
   release2();
   await blocker2;
   assert.equal(s.running, 0);
+
+  // a queued background request whose ticket is raised runs before queued prefetch work
+  const order2: string[] = [];
+  let release3!: () => void;
+  const blocker3 = s.run('foreground', () => new Promise<void>((r) => (release3 = r)));
+  const ticket: FetchTicket = { priority: 'background' };
+  const raised = s.run(ticket, async () => void order2.push('raised'));
+  const pre = s.run('prefetch', async () => void order2.push('prefetch'));
+  await new Promise(setImmediate);
+  assert.ok(ticket.raise);
+  ticket.raise('foreground');
+  await new Promise(setImmediate);
+  release3();
+  await Promise.all([blocker3, raised, pre]);
+  assert.deepEqual(order2, ['raised', 'prefetch']);
+});
+
+test('a foreground read joining queued read-ahead raises its priority', async (t) => {
+  const { files, tar, index } = makeLayer(8);
+  const server = await startRangeServer(t, tar);
+  const scheduler = new FetchScheduler({ maxConcurrentFetches: 1 });
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, readAheadBytes: 1 << 20, scheduler });
+  t.after(() => fetcher.close());
+  const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
+  const big = file(index, files[11]!.path);
+  const other = file(index, files[13]!.path);
+  await fetcher.loadBlocks(layer, [big.extents![0]!.block]); // the first read below is a cache hit
+  const fetches: FetchEvent[] = [];
+  fetcher.on('fetch', (e) => fetches.push(e));
+  let unblock!: () => void;
+  const blocker = scheduler.run('foreground', () => new Promise<void>((r) => (unblock = r)));
+  await new Promise(setImmediate);
+  const p = fetcher.loadBlocks(layer, [other.extents![0]!.block]); // queued prefetch P
+  await fetcher.read(layer, big, 0, 1000); // hit; queues read-ahead R behind P
+  const waiting = fetcher.read(layer, big, 600_000, 1000); // joins R: R jumps ahead of P
+  await new Promise(setImmediate);
+  unblock();
+  await blocker;
+  const got = await waiting;
+  await p;
+  assert.deepEqual(Buffer.from(got), Buffer.from(files[11]!.content.subarray(600_000, 601_000)));
+  assert.equal(fetches.length, 2);
+  assert.equal(fetches[0]!.priority, 'foreground');
+  assert.ok(fetches[0]!.blockCount > 1, 'the first request was the read-ahead run');
+  assert.equal(fetches[1]!.firstBlock, other.extents![0]!.block);
 });

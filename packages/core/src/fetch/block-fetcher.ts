@@ -10,7 +10,7 @@ import type { Digest } from '../digest.js';
 import { ErrorCode, ImgstreamError, invalidOption, isImgstreamError } from '../errors.js';
 import type { Extent, LayerIndex } from '../index/model.js';
 import { delay } from './delay.js';
-import { FetchScheduler, type FetchPriority } from './fetch-scheduler.js';
+import { FetchScheduler, type FetchPriority, type FetchTicket } from './fetch-scheduler.js';
 
 /** A layer as the fetcher reads it: its index and random access to its blob. */
 export interface FetchLayer {
@@ -107,6 +107,8 @@ export interface BlockFetcherEvents {
 
 interface Work {
   readonly controller: AbortController;
+  /** The scheduler ticket: a foreground reader joining queued read-ahead raises it. */
+  readonly ticket: FetchTicket;
   waiters: number;
   settled: boolean;
   readonly keys: string[];
@@ -295,6 +297,10 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
         this.#startWork(layer, [b], priority, false);
       }
       const again = this.#inflight.get(blockKey(digest, b))!;
+      if (rank(priority) < rank(again.work.ticket.priority)) {
+        if (again.work.ticket.raise !== undefined) again.work.ticket.raise(priority);
+        else again.work.ticket.priority = priority; // next attempt runs at the raised priority
+      }
       joins.push(this.#join(again, signal).then((bytes) => void result.set(b, bytes)));
     }
     const settled = await Promise.allSettled(joins);
@@ -319,9 +325,9 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
   /** Starts one coalesced range request for `run` (adjacent blocks) and registers it in flight. */
   #startWork(layer: FetchLayer, run: readonly number[], priority: FetchPriority, detached: boolean): void {
     const digest = layer.index.layerDigest;
-    const work: Work = { controller: new AbortController(), waiters: detached ? 1 : 0, settled: false, keys: run.map((b) => blockKey(digest, b)) };
+    const work: Work = { controller: new AbortController(), ticket: { priority }, waiters: detached ? 1 : 0, settled: false, keys: run.map((b) => blockKey(digest, b)) };
     this.#works.add(work);
-    const all = this.#fetchRun(layer, run, priority, work.controller.signal).finally(() => {
+    const all = this.#fetchRun(layer, run, work.ticket, work.controller.signal).finally(() => {
       work.settled = true;
       this.#works.delete(work);
       for (const k of work.keys) if (this.#inflight.get(k)?.work === work) this.#inflight.delete(k);
@@ -334,7 +340,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
     });
   }
 
-  async #fetchRun(layer: FetchLayer, run: readonly number[], priority: FetchPriority, signal: AbortSignal): Promise<Uint8Array[]> {
+  async #fetchRun(layer: FetchLayer, run: readonly number[], ticket: FetchTicket, signal: AbortSignal): Promise<Uint8Array[]> {
     const { index, reader } = layer;
     const first = index.blocks[run[0]!]!;
     const last = index.blocks[run[run.length - 1]!]!;
@@ -345,7 +351,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
       if (attempt > 0) await delay(this.retryBaseDelayMs * 2 ** (attempt - 1), signal);
       const started = performance.now();
       try {
-        const compressed = await this.scheduler.run(priority, () => this.#readRange(reader, offset, length, signal, index.layerDigest), signal);
+        const compressed = await this.scheduler.run(ticket, () => this.#readRange(reader, offset, length, signal, index.layerDigest), signal);
         if (compressed.byteLength !== length) {
           throw new ImgstreamError(ErrorCode.REGISTRY_PROTOCOL, `short read: wanted ${length} bytes at ${offset}, got ${compressed.byteLength}`, {
             digest: index.layerDigest,
@@ -366,12 +372,12 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
         }
         // only verified bytes reach the cache; cache before leaving the in-flight table
         run.forEach((b, i) => this.contentCache.set(index.layerDigest, b, decoded[i]!));
-        this.#emitFetch({ layerDigest: index.layerDigest, firstBlock: run[0]!, blockCount: run.length, offset, compressedBytes: length, bytes, latencyMs: performance.now() - started, priority, attempt });
+        this.#emitFetch({ layerDigest: index.layerDigest, firstBlock: run[0]!, blockCount: run.length, offset, compressedBytes: length, bytes, latencyMs: performance.now() - started, priority: ticket.priority, attempt });
         return decoded;
       } catch (err) {
         if (signal.aborted) throw signal.reason;
         lastError = toFetchError(err, index.layerDigest, offset, length);
-        this.#emitFetch({ layerDigest: index.layerDigest, firstBlock: run[0]!, blockCount: run.length, offset, compressedBytes: length, bytes: 0, latencyMs: performance.now() - started, priority, attempt, error: lastError });
+        this.#emitFetch({ layerDigest: index.layerDigest, firstBlock: run[0]!, blockCount: run.length, offset, compressedBytes: length, bytes: 0, latencyMs: performance.now() - started, priority: ticket.priority, attempt, error: lastError });
         if (!retryable(lastError)) throw lastError;
       }
     }
@@ -423,6 +429,10 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
     this.#streams.set(id, { nextOffset: end, aheadEnd: Math.max(aheadEnd, end) });
     if (this.#streams.size > MAX_STREAMS) this.#streams.delete(this.#streams.keys().next().value!);
   }
+}
+
+function rank(p: FetchPriority): number {
+  return p === 'foreground' ? 0 : p === 'prefetch' ? 1 : 2;
 }
 
 interface Piece {

@@ -13,8 +13,17 @@ export interface FetchSchedulerOptions {
 }
 
 interface Waiter {
-  readonly priority: FetchPriority;
-  start(): void;
+  priority: FetchPriority;
+  start(taken: FetchPriority): void;
+}
+
+/**
+ * Lets the owner of a queued request raise its priority (e.g. a container now waits for a block
+ * that read-ahead asked for). Raising a request that already runs has no effect.
+ */
+export interface FetchTicket {
+  priority: FetchPriority;
+  raise?: (priority: FetchPriority) => void;
 }
 
 /**
@@ -46,13 +55,17 @@ export class FetchScheduler {
     return this.#running;
   }
 
-  /** Runs `fn` when a slot of the given priority is free. Rejects with `signal.reason` if aborted while queued. */
-  async run<T>(priority: FetchPriority, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    await this.#acquire(priority, signal);
+  /**
+   * Runs `fn` when a slot of the given priority is free. Rejects with `signal.reason` if aborted
+   * while queued. Pass a {@link FetchTicket} instead of a priority to be able to raise it while queued.
+   */
+  async run<T>(priority: FetchPriority | FetchTicket, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const ticket = typeof priority === 'string' ? { priority } : priority;
+    const taken = await this.#acquire(ticket, signal);
     try {
       return await fn();
     } finally {
-      this.#release(priority);
+      this.#release(taken);
     }
   }
 
@@ -80,30 +93,44 @@ export class FetchScheduler {
     return true;
   }
 
-  #acquire(priority: FetchPriority, signal?: AbortSignal): Promise<void> {
+  #acquire(ticket: FetchTicket, signal?: AbortSignal): Promise<FetchPriority> {
     signal?.throwIfAborted();
+    const priority = ticket.priority;
     const ahead = ORDER.slice(0, ORDER.indexOf(priority) + 1).some((p) => this.#queues[p].length > 0);
     if (!ahead && this.#canStart(priority)) {
       this.#take(priority);
-      return Promise.resolve();
+      return Promise.resolve(priority);
     }
     return new Promise((resolve, reject) => {
-      const queue = this.#queues[priority];
       const waiter: Waiter = {
         priority,
-        start: () => {
+        start: (taken) => {
           signal?.removeEventListener('abort', onAbort);
-          resolve();
+          ticket.raise = undefined;
+          resolve(taken);
         },
       };
       const onAbort = (): void => {
+        const queue = this.#queues[waiter.priority];
         const i = queue.indexOf(waiter);
         if (i >= 0) queue.splice(i, 1);
+        ticket.raise = undefined;
         reject(signal?.reason);
         this.#pump();
       };
+      ticket.raise = (to) => {
+        ticket.priority = to;
+        if (ORDER.indexOf(to) >= ORDER.indexOf(waiter.priority)) return;
+        const from = this.#queues[waiter.priority];
+        const i = from.indexOf(waiter);
+        if (i < 0) return;
+        from.splice(i, 1);
+        waiter.priority = to;
+        this.#queues[to].push(waiter);
+        this.#pump();
+      };
       signal?.addEventListener('abort', onAbort, { once: true });
-      queue.push(waiter);
+      this.#queues[priority].push(waiter);
     });
   }
 
@@ -128,7 +155,7 @@ export class FetchScheduler {
         if (!this.#canStart(p)) break;
         const w = queue.shift()!;
         this.#take(p);
-        w.start();
+        w.start(p);
       }
     }
     if (this.foregroundActive === 0 && this.#idleWaiters.length > 0) {
