@@ -200,6 +200,35 @@ test('disk full during unpack cleans up and reports IMGSTREAM_DISK_FULL', async 
   const df = execFileSync('df', ['--output=used', '-B1', mnt], { encoding: 'utf8' }).split('\n')[1]!.trim();
   assert.ok(Number(df) < 64 * 1024, `space is given back (${df} bytes used)`);
   assert.equal(layerCache.has(fx.digest), false);
+
+  // many small files (written in the background) fill the disk too
+  const small = await layerFixture(Array.from({ length: 40 }, (_, i) => ({ name: `s/f${i}`, content: pseudoRandomBytes(100_000, i + 1) })));
+  const server2 = await startRangeServer(t, small.blob);
+  await assert.rejects(downloader.download({ digest: small.digest, source: httpStreamOpener(server2.url) }), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.DISK_FULL);
+  assert.deepEqual(await readdir(join(mnt, 'layers', '.staging')), []);
+});
+
+test('later entries for the same path replace earlier ones', async (t) => {
+  const fx = await layerFixture([
+    { name: 'a', content: 'first' },
+    { name: 'a', content: 'second' },
+    { name: 'b', content: 'file' },
+    { name: 'b/', type: 'directory', mode: 0o711 },
+    { name: 'b/c', content: 'inside' },
+    { name: 'd/e', content: 'gone' },
+    { name: 'd', type: 'symlink', linkname: 'b' },
+    { name: 'h', type: 'link', linkname: 'a' },
+  ]);
+  const server = await startRangeServer(t, fx.blob);
+  const layerCache = new LayerCache({ layerCacheDir: await tempDir(t) });
+  const downloader = new LayerDownloader({ layerCache });
+  t.after(() => downloader.close());
+  const dir = await downloader.download({ digest: fx.digest, diffId: fx.diffId, source: httpStreamOpener(server.url) });
+  assert.equal(await readFile(join(dir, 'a'), 'utf8'), 'second');
+  assert.equal((await lstat(join(dir, 'b'))).mode & 0o7777, 0o711);
+  assert.equal(await readFile(join(dir, 'b/c'), 'utf8'), 'inside');
+  assert.equal(await readlink(join(dir, 'd')), 'b');
+  assert.equal((await lstat(join(dir, 'h'))).ino, (await lstat(join(dir, 'a'))).ino);
 });
 
 test('a downloader killed with SIGKILL mid-download leaves a cache that the next start repairs', async (t) => {

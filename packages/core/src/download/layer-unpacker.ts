@@ -1,4 +1,4 @@
-import { chmod, chown, lchown, link, lutimes, mkdir, open, rm, symlink, utimes } from 'node:fs/promises';
+import { chmod, chown, lchown, link, lutimes, mkdir, open, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { ErrorCode, ImgstreamError, isImgstreamError } from '../errors.js';
 import { mknod, setXattrs, type XattrOp } from './special-files.js';
@@ -18,6 +18,10 @@ export interface UnpackResult {
 }
 
 const WHITEOUT_PREFIX = '.wh.';
+/** Files up to this size are buffered and written in the background, many at once. */
+const SMALL_FILE_BYTES = 256 * 1024;
+/** File system operations in flight at once while unpacking. */
+const MAX_PENDING_OPS = 32;
 const OPAQUE = '.wh..wh..opq';
 
 type Kind = 'dir' | 'symlink' | 'other';
@@ -39,6 +43,7 @@ export async function unpackLayer(entries: AsyncIterable<TarEntry>, root: string
     }
     await u.finish();
   } catch (err) {
+    await u.settle();
     throw mapFsError(err, root);
   }
   return { entries: u.count, fileBytes: u.fileBytes, whiteouts: u.whiteouts };
@@ -49,6 +54,10 @@ class Unpacker {
   readonly #dirMeta = new Map<string, TarEntryHeader>();
   readonly #xattrs: XattrOp[] = [];
   #template: string | undefined;
+  /** Creations running in the background, by path (hard links and replacements wait for them). */
+  readonly #creating = new Map<string, Promise<void>>();
+  readonly #pending = new Set<Promise<void>>();
+  #failure: { error: unknown } | undefined;
   count = 0;
   fileBytes = 0;
   whiteouts = 0;
@@ -95,6 +104,18 @@ class Unpacker {
         this.#dirMeta.set(path, header);
         break;
       case 'file': {
+        this.#kinds.set(path, 'other');
+        if (header.size <= SMALL_FILE_BYTES) {
+          const chunks: Uint8Array[] = [];
+          for await (const chunk of body) chunks.push(chunk);
+          const data = Buffer.concat(chunks);
+          this.fileBytes += data.byteLength;
+          await this.#background(path, async () => {
+            await writeFile(abs, data, { flag: 'wx', mode: 0o600 });
+            await this.#applyMeta(abs, header);
+          });
+          break;
+        }
         const fh = await open(abs, 'wx', 0o600);
         try {
           for await (const chunk of body) {
@@ -104,8 +125,7 @@ class Unpacker {
         } finally {
           await fh.close();
         }
-        this.#kinds.set(path, 'other');
-        await this.#applyMeta(abs, header);
+        await this.#background(path, () => this.#applyMeta(abs, header));
         break;
       }
       case 'symlink':
@@ -123,6 +143,8 @@ class Unpacker {
           throw unsafe(header.path, `hard link to ${JSON.stringify(header.linkTarget)}, which is not an earlier non-directory entry of the layer`);
         }
         this.#checkNoSymlinkAncestor(target, header.path);
+        await this.#creating.get(target);
+        this.#throwFailure();
         await link(this.#abs(target), abs);
         this.#kinds.set(path, this.#kinds.get(target)!);
         break;
@@ -131,9 +153,11 @@ class Unpacker {
       case 'block':
       case 'fifo':
         await drain(body);
-        await mknod(abs, header.type, header.devMajor ?? 0, header.devMinor ?? 0);
         this.#kinds.set(path, 'other');
-        await this.#applyMeta(abs, header);
+        await this.#background(path, async () => {
+          await mknod(abs, header.type as 'char' | 'block' | 'fifo', header.devMajor ?? 0, header.devMinor ?? 0);
+          await this.#applyMeta(abs, header);
+        });
         break;
     }
     if (header.xattrs !== undefined && header.type !== 'hardlink') {
@@ -141,7 +165,35 @@ class Unpacker {
     }
   }
 
+  /** Runs `op` in the background (bounded); the entry at `path` exists once its promise settles. */
+  async #background(path: string, op: () => Promise<void>): Promise<void> {
+    this.#throwFailure();
+    while (this.#pending.size >= MAX_PENDING_OPS) await Promise.race(this.#pending);
+    this.#throwFailure();
+    const p: Promise<void> = op()
+      .catch((error: unknown) => {
+        this.#failure ??= { error };
+      })
+      .finally(() => {
+        this.#pending.delete(p);
+        if (this.#creating.get(path) === p) this.#creating.delete(path);
+      });
+    this.#pending.add(p);
+    this.#creating.set(path, p);
+  }
+
+  #throwFailure(): void {
+    if (this.#failure !== undefined) throw this.#failure.error;
+  }
+
+  /** Waits for background work (also on failure, so nothing writes into a directory being removed). */
+  async settle(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+  }
+
   async finish(): Promise<void> {
+    await this.settle();
+    this.#throwFailure();
     await setXattrs(this.root, this.#xattrs, join(this.options.scratchDir, 'xattrs.restore'));
     if (this.#template !== undefined) await rm(this.#template, { force: true });
     // directories last and deepest first: creating children changes their mtime
@@ -188,6 +240,8 @@ class Unpacker {
   async #replace(path: string, keepDir: boolean): Promise<void> {
     const kind = this.#kinds.get(path);
     if (kind === undefined || (kind === 'dir' && keepDir)) return;
+    if (kind === 'dir') await this.settle(); // background work may still write below it
+    await this.#creating.get(path);
     await rm(this.#abs(path), { recursive: true, force: true });
     for (const k of [...this.#kinds.keys()]) if (k === path || k.startsWith(path + '/')) this.#kinds.delete(k);
     for (const k of [...this.#dirMeta.keys()]) if (k === path || k.startsWith(path + '/')) this.#dirMeta.delete(k);
