@@ -338,3 +338,25 @@ test('a foreground read joining queued read-ahead raises its priority', async (t
   assert.ok(fetches[0]!.blockCount > 1, 'the first request was the read-ahead run');
   assert.equal(fetches[1]!.firstBlock, other.extents![0]!.block);
 });
+
+test('local reads of a complete layer never leave its directory', async (t) => {
+  const { files, tar, index } = makeLayer(9);
+  const server = await startRangeServer(t, tar);
+  const layerCache = new LayerCache({ layerCacheDir: await tempDir(t) });
+  const staging = await layerCache.createStaging(index.layerDigest);
+  const { mkdir, symlink, writeFile } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  await mkdir(join(staging, 'd0'));
+  await writeFile(join(staging, 'd0', 'f0.bin'), 'local!');
+  await symlink('/etc', join(staging, 'esc'));
+  await layerCache.commit(staging, { digest: index.layerDigest, sizeBytes: tar.byteLength, completedAtMs: 0 });
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 1 << 20, layerCache });
+  t.after(() => fetcher.close());
+  const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
+  const got = await fetcher.read(layer, { size: 6, path: 'd0/f0.bin', extents: file(index, files[0]!.path).extents }, 0, 6);
+  assert.equal(Buffer.from(got).toString(), 'local!');
+  for (const path of ['esc/hostname', '../../../etc/hostname']) {
+    await assert.rejects(fetcher.read(layer, { size: 5, path, extents: [] }, 0, 5), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.UNSAFE_PATH, path);
+  }
+  assert.equal(server.requests.length, 0);
+});

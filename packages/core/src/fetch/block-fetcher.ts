@@ -1,5 +1,5 @@
-import { open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { open, realpath } from 'node:fs/promises';
+import { join, sep } from 'node:path';
 import { EventEmitter } from 'eventemitter3';
 import type { RangeReader } from '../blob.js';
 import { ContentCache } from '../cache/content-cache.js';
@@ -127,6 +127,7 @@ interface StreamState {
 }
 
 const MAX_STREAMS = 4096;
+const MAX_SAFE_PATHS = 16_384;
 const fetchChannel = channel('core:fetch');
 
 /**
@@ -147,6 +148,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
   readonly #inflight = new Map<string, Inflight>();
   readonly #works = new Set<Work>();
   readonly #streams = new Map<string, StreamState>();
+  readonly #safeLocalPaths = new Set<string>();
   #closed = false;
 
   constructor(options: BlockFetcherOptions = {}) {
@@ -187,7 +189,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
       const release = this.#layerCache.pin(digest);
       if (release !== undefined) {
         try {
-          const out = await readLocal(join(this.#layerCache.dirOf(digest), file.path), offset, end - offset, signal);
+          const out = await readLocal(await this.#localPath(digest, file.path), offset, end - offset, signal);
           this.#emitRead({ layerDigest: digest, path: file.path, offset, bytes: out.byteLength, latencyMs: performance.now() - started, priority, local: true, cacheHits: 0, cacheMisses: 0 });
           return out;
         } finally {
@@ -198,14 +200,19 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
 
     const out = new Uint8Array(end - offset);
     const pieces = piecesInRange(file.extents ?? [], offset, end);
-    const blocks = uniqueBlocks(pieces);
+    const byBlock = new Map<number, Piece[]>();
+    for (const p of pieces) {
+      const list = byBlock.get(p.block);
+      if (list === undefined) byBlock.set(p.block, [p]);
+      else list.push(p);
+    }
+    const blocks = [...byBlock.keys()];
     const counts = { hits: 0, misses: 0 };
     for (let i = 0; i < blocks.length; i += this.maxReadBlocks) {
       const round = blocks.slice(i, i + this.maxReadBlocks);
       const data = await this.#getBlocks(layer, round, priority, signal, counts);
-      for (const p of pieces) {
-        const bytes = data.get(p.block);
-        if (bytes === undefined) continue;
+      for (const p of round.flatMap((b) => byBlock.get(b)!)) {
+        const bytes = data.get(p.block)!;
         const src = p.blockOffset;
         if (src + p.length > bytes.byteLength) {
           throw new ImgstreamError(ErrorCode.INVALID_INDEX, `extent runs past the end of block ${p.block}`, { digest });
@@ -217,6 +224,24 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
     if (priority !== 'background') this.#readAhead(layer, file, offset, end);
     this.#emitRead({ layerDigest: digest, path: file.path, offset, bytes: out.byteLength, latencyMs: performance.now() - started, priority, local: false, cacheHits: counts.hits, cacheMisses: counts.misses });
     return out;
+  }
+
+  /**
+   * The local file of `path` in a complete layer, refusing paths that leave the layer directory
+   * (an index that disagrees with the tar, e.g. a file below what the tar made a symlink).
+   */
+  async #localPath(digest: Digest, path: string): Promise<string> {
+    const dir = this.#layerCache!.dirOf(digest);
+    const full = join(dir, path);
+    const key = `${digest}|${path}`;
+    if (this.#safeLocalPaths.has(key)) return full;
+    const escapes = path.startsWith('/') || path.split('/').includes('..') || !(await realpath(full)).startsWith(dir + sep);
+    if (escapes) {
+      throw new ImgstreamError(ErrorCode.UNSAFE_PATH, `${JSON.stringify(path)} resolves outside layer ${digest}`, { digest, path });
+    }
+    this.#safeLocalPaths.add(key);
+    if (this.#safeLocalPaths.size > MAX_SAFE_PATHS) this.#safeLocalPaths.delete(this.#safeLocalPaths.values().next().value!);
+    return full;
   }
 
   /**
