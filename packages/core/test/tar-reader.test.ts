@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ErrorCode, isImgstreamError, readTar, type TarEntry } from '@imgstream/core';
+import { ErrorCode, isImgstreamError, readTar, type ReadTarEntry } from '@imgstream/core';
 import { allTypesEntries } from '../../../test/helpers/fixtures.ts';
 import { buildTar, chunked, paxRecords, tarHeader } from '../../../test/helpers/tar-builder.ts';
 
 interface Seen {
-  entry: Omit<TarEntry, 'body' | 'xattrs' | 'pax'> & { xattrs: Record<string, string> };
+  entry: Omit<ReadTarEntry, 'body' | 'xattrs' | 'pax'> & { xattrs: Record<string, string> };
   body: string;
 }
 
