@@ -141,3 +141,14 @@ test('readTar skips unread bodies and streams read ones exactly', async () => {
   assert.deepEqual(names, ['a', 'b', 'c']);
   assert.equal(bBody, 'B'.repeat(3000));
 });
+
+test('readTar decodes LIBARCHIVE.xattr.* (URL-encoded name, base64 value) and rejects malformed ones', async () => {
+  const value = Buffer.from([0, 0xff, 1, 0x80, 0x7f]);
+  const tar = buildTar([{ type: 'file', name: 'f', content: 'x', pax: { 'LIBARCHIVE.xattr.trusted.a%20b': value.toString('base64'), 'SCHILY.xattr.user.s': 'v' } }]);
+  const seen = await collect(chunked(tar, 512));
+  assert.deepEqual(seen[0]?.entry.xattrs, { 'trusted.a b': value.toString('hex'), 'user.s': Buffer.from('v').toString('hex') });
+  const bad = buildTar([{ type: 'file', name: 'f', content: 'x', pax: { 'LIBARCHIVE.xattr.user.x': 'not base64!' } }]);
+  await assert.rejects(collect(chunked(bad, 512)), isTarError);
+  const badName = buildTar([{ type: 'file', name: 'f', content: 'x', pax: { 'LIBARCHIVE.xattr.user%E0%A4%A': 'AA==' } }]);
+  await assert.rejects(collect(chunked(badName, 512)), isTarError);
+});

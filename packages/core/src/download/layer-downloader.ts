@@ -12,7 +12,7 @@ import { ErrorCode, ImgstreamError, invalidOption, isImgstreamError } from '../e
 import { delay } from '../fetch/delay.js';
 import { FetchScheduler } from '../fetch/fetch-scheduler.js';
 import { mapFsError, unpackLayer } from './layer-unpacker.js';
-import { tarStreamExtractor } from './tar-stream-entries.js';
+import { coreTarExtractor } from './core-tar-entries.js';
 
 /** Opens the layer blob from `offset` on (so a broken stream can be resumed). */
 export type LayerStreamOpener = (offset: number, options: { signal: AbortSignal }) => AsyncIterable<Uint8Array> | Readable;
@@ -227,7 +227,7 @@ export class LayerDownloader extends EventEmitter<LayerDownloaderEvents> {
         cb(null, chunk);
       },
     });
-    const { writable, entries } = tarStreamExtractor();
+    const { writable, entries } = coreTarExtractor();
     const stages = gzip ? [compressed, createGunzip(), tap, writable] : [compressed, tap, writable];
     const piping = (pipeline as (...s: unknown[]) => Promise<void>)(...stages, { signal });
     const unpacking = unpackLayer(entries, root, { signal, scratchDir }).catch((err: unknown) => {

@@ -1,6 +1,6 @@
 /**
  * The small entry interface the layer unpacker consumes, so that any tar reader can feed it
- * (today `tar-stream` through {@link ./tar-stream-entries.ts}; the core tar reader later).
+ * (core's `readTar` through {@link ./core-tar-entries.ts}; `tar-stream-entries.ts` is the former adapter).
  */
 export type TarEntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
 

@@ -42,7 +42,7 @@ export interface TarEntry {
   readonly linkName: string;
   readonly devMajor: number;
   readonly devMinor: number;
-  /** `SCHILY.xattr.*` PAX records (name without the prefix -> raw value). */
+  /** Extended attributes from `SCHILY.xattr.*` (raw values) and `LIBARCHIVE.xattr.*` (base64) PAX records. */
   readonly xattrs: ReadonlyMap<string, Uint8Array>;
   /** All PAX records that applied to this entry (global then local). */
   readonly pax: ReadonlyMap<string, Uint8Array>;
@@ -230,6 +230,19 @@ async function buildEntry(
         break;
       default:
         if (k.startsWith('SCHILY.xattr.')) xattrs.set(k.slice('SCHILY.xattr.'.length), v);
+        else if (k.startsWith('LIBARCHIVE.xattr.')) {
+          // libarchive: URL-encoded name, base64 value
+          const b64 = paxString(v);
+          let name: string;
+          try {
+            name = decodeURIComponent(k.slice('LIBARCHIVE.xattr.'.length));
+          } catch (err) {
+            throw tarError(`malformed ${k}`, headerOffset, err);
+          }
+          if (!/^[A-Za-z0-9+/]*={0,2}$/.test(b64) || name === '') throw tarError(`malformed ${k}`, headerOffset);
+          // SCHILY records win when both name the same attribute
+          if (!pax.has(`SCHILY.xattr.${name}`)) xattrs.set(name, new Uint8Array(Buffer.from(b64, 'base64')));
+        }
     }
   }
   let type: TarEntryType;
