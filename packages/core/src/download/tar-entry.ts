@@ -1,6 +1,6 @@
 /**
  * The small entry interface the layer unpacker consumes, so that any tar reader can feed it
- * (core's `readTar` through {@link ./core-tar-entries.ts}; `tar-stream-entries.ts` is the former adapter).
+ * (core's `readTar` through {@link ./core-tar-entries.ts}).
  */
 export type TarEntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
 
