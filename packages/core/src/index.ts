@@ -43,6 +43,7 @@ export { backoffDelayMs, parseRetryAfterMs } from './registry/retry.js';
 export { parseHostsToml, loadHostsDir } from './registry/hosts-toml.js';
 export type { HostsConfig } from './registry/hosts-toml.js';
 export type { LayerFormat, EntryType, FileEntry, Extent, BlockInfo, LayerIndex } from './index/model.js';
+export { fsyncDir, writeFileAtomic } from './cache/atomic-write.js';
 export { ContentCache } from './cache/content-cache.js';
 export type { ContentCacheOptions } from './cache/content-cache.js';
 export { LayerCache } from './cache/layer-cache.js';

@@ -2,13 +2,12 @@ import { existsSync } from 'node:fs';
 import { chown, mkdir, mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { EventEmitter } from 'eventemitter3';
-import { channel, defaults, ErrorCode, ImgstreamError, invalidOption, publish } from '@imgstream/core';
+import { channel, defaults, ErrorCode, ImgstreamError, invalidOption, fsyncDir, publish } from '@imgstream/core';
 import { diskUsage } from './fs/disk-usage.js';
 import { overlayMounts } from './fs/overlay-mounts.js';
 import { parseLayerLabels, SnapshotLabel } from './labels.js';
 import type { RemoteSnapshotDecider, RemoteSnapshotDecision } from './remote/remote-snapshot-decider.js';
 import type { SnapshotInfo, SnapshotMount, SnapshotUsage } from './snapshot-info.js';
-import { fsyncDir } from './store/atomic-file.js';
 import { SnapshotStore, type SnapshotRecord } from './store/snapshot-store.js';
 
 /** Options of {@link Snapshotter}. */
