@@ -7,7 +7,7 @@ import { layerDirName } from '@imgstream/fuse';
 import type { ImgstreamFs } from '@imgstream/fuse';
 import { memoryLayer, sha256 } from '../helpers/memory-layer.js';
 import type { MemoryLayerContent, TarMember } from '../helpers/memory-layer.js';
-import { mountedFs, run, sh, suiteTeardown } from '../helpers/fuse.js';
+import { mountedFs, run, sh, teardownStack } from '../helpers/fuse.js';
 
 const T0 = 1_700_000_000;
 const big = randomBytes(300 * 1024 + 17);
@@ -52,7 +52,7 @@ describe('ImgstreamFs metadata and content through the kernel', () => {
   let layer: MemoryLayerContent;
   let root: string;
 
-  const td = suiteTeardown(after);
+  const td = teardownStack(after);
 
   before(async () => {
     layer = memoryLayer(members);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { ImgstreamFs } from '@imgstream/fuse';
 import { memoryLayer } from '../helpers/memory-layer.js';
 import type { MemoryLayerContent, TarMember } from '../helpers/memory-layer.js';
-import { mountedFs, run, sh, suiteTeardown } from '../helpers/fuse.js';
+import { mountedFs, run, sh, teardownStack } from '../helpers/fuse.js';
 import { writeOciLayout } from '../helpers/oci-layout.js';
 
 const cap = Buffer.from('0100000200200000000000000000000000000000', 'hex');
@@ -86,7 +86,7 @@ async function describeTree(dir: string): Promise<Map<string, string>> {
 }
 
 describe('kernel overlayfs over FUSE layer directories', () => {
-  const td = suiteTeardown(after);
+  const td = teardownStack(after);
   let fs: ImgstreamFs;
   let layers: MemoryLayerContent[];
   let work: string;

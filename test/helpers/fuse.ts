@@ -23,13 +23,22 @@ export async function mountedFs(t: Teardown, options: ImgstreamFsOptions = {}): 
 }
 
 /**
- * Teardown for a describe() suite: what is registered runs (last first) in the suite's after hook.
- * Usage: `const td = suiteTeardown(after)`, then `mountedFs(td)` in `before`.
+ * A teardown stack: what is registered runs last-first in one hook, each step even when an
+ * earlier one failed (node:test runs after hooks first-first and stops at the first failure).
+ * Suites: `const td = teardownStack(after)`; tests: `const td = teardownStack((fn) => t.after(fn))`.
  */
-export function suiteTeardown(after: (fn: () => Promise<void>) => void): Teardown {
+export function teardownStack(after: (fn: () => Promise<void>) => void): Teardown {
   const fns: (() => unknown)[] = [];
   after(async () => {
-    for (const fn of fns.reverse()) await fn();
+    let first: unknown;
+    for (const fn of fns.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        first ??= err;
+      }
+    }
+    if (first !== undefined) throw first;
   });
   return { after: (fn) => fns.push(fn) };
 }

@@ -178,7 +178,8 @@ export class ImgstreamFs {
     signal?.throwIfAborted();
     const Fuse = await loadFuseNative();
     signal?.throwIfAborted();
-    await mkdir(this.opts.mountPoint, { recursive: true }).catch(() => undefined);
+    // not the mount point itself yet: it may be a hung mount
+    await mkdir(dirname(this.opts.mountPoint), { recursive: true });
     // mountinfo has resolved paths; the mount point itself may be a dead mount, so resolve its parent
     const dir = await realpath(dirname(this.opts.mountPoint)).catch(() => dirname(this.opts.mountPoint));
     const mountPoint = `${dir}/${basename(this.opts.mountPoint)}`;
@@ -568,6 +569,7 @@ export class ImgstreamFs {
 
   private async read(file: OpenFile, buf: Buffer, len: number, pos: number): Promise<number> {
     const { entry } = file.node;
+    if (this.closed) throw new ImgstreamError(ErrorCode.CLOSED, 'the imgstream filesystem is closing');
     if (pos >= entry.size || len <= 0) return 0;
     const want = Math.min(len, entry.size - pos);
     const ac = new AbortController();
