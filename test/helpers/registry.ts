@@ -1,8 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, tempDir, type Teardown } from './tmp.ts';
+import { startTokenServer, type TokenServer, type TokenServerOptions } from './token-server.ts';
 
 export interface RegistryOptions {
   /** Extra YAML appended under the top level of the config (e.g. an `auth:` section). */
@@ -92,4 +94,27 @@ async function stopChild(child: ChildProcess): Promise<void> {
   const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
   await exited;
   clearTimeout(timer);
+}
+
+/**
+ * A docker-registry that requires HTTP Basic auth, with users from an htpasswd file (bcrypt,
+ * written by `htpasswd -Bbn`).
+ */
+export async function startBasicAuthRegistry(t: Teardown, users: Record<string, string>): Promise<TestRegistry> {
+  const dir = await tempDir(t, 'imgstream-htpasswd-');
+  const lines: string[] = [];
+  for (const [user, password] of Object.entries(users)) {
+    const { stdout } = await promisify(execFile)('htpasswd', ['-Bbn', user, password]);
+    lines.push(stdout.trim());
+  }
+  const htpasswd = join(dir, 'htpasswd');
+  await writeFile(htpasswd, lines.join('\n') + '\n');
+  return startRegistry(t, { extraConfig: ['auth:', '  htpasswd:', '    realm: imgstream-test', `    path: ${htpasswd}`].join('\n') });
+}
+
+/** A docker-registry with token auth and the token server that signs its tokens. */
+export async function startTokenAuthRegistry(t: Teardown, options: TokenServerOptions = {}): Promise<{ registry: TestRegistry; tokenServer: TokenServer }> {
+  const tokenServer = await startTokenServer(t, options);
+  const registry = await startRegistry(t, { extraConfig: tokenServer.registryConfig() });
+  return { registry, tokenServer };
 }

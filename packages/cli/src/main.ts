@@ -1,7 +1,21 @@
 import { Command } from 'commander';
+import { ImgstreamError } from '@imgstream/core';
+import { inspectCommand } from './commands/inspect.js';
 
 const program = new Command('imgstream')
   .description('Image streaming for containerd: inspect, index and read images from any OCI registry.')
   .version('0.1.0');
 
-await program.parseAsync(process.argv);
+program.addCommand(inspectCommand());
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof ImgstreamError) {
+    process.stderr.write(`imgstream: ${err.message} [${err.code}]\n`);
+    process.exitCode = 2;
+  } else {
+    process.stderr.write(`imgstream: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  }
+}

@@ -1,18 +1,70 @@
 /**
- * Every default value of every option, in one place. Options objects document each default
- * and resolve it from here once, in their constructor.
+ * Every default of @imgstream/core in one frozen object. Options objects document their default by
+ * pointing here; constructors resolve options against these values once.
  */
-export const DEFAULTS = Object.freeze({
-  /** Where the imgstream FUSE filesystem is mounted (`layers/`, `images/`). */
-  fuseMountPoint: '/run/imgstream/mnt',
-  /** How long one FUSE read may wait for its content before it fails with EIO. */
-  fuseReadTimeoutMs: 30_000,
-  /** Largest read the kernel sends in one FUSE request (libfuse2 caps it at 128 KiB). */
-  fuseMaxReadBytes: 128 * 1024,
-  /** Kernel read-ahead window on the FUSE mount. */
-  fuseMaxReadaheadBytes: 1024 * 1024,
-  /** How long the kernel may cache attributes and directory entries of the (immutable) layers. */
-  fuseCacheTimeoutMs: 3_600_000,
-  /** How long mount-time checks of a possibly stale mount point may take before it is treated as stale. */
-  fuseStaleCheckTimeoutMs: 5_000,
+export const defaults = Object.freeze({
+  registry: Object.freeze({
+    /** Time to wait for response headers of one HTTP request, ms. */
+    requestTimeoutMs: 30_000,
+    /** Longest pause between two chunks of a response body, ms. */
+    bodyIdleTimeoutMs: 30_000,
+    /** Time to establish a TCP/TLS connection, ms. */
+    connectTimeoutMs: 10_000,
+    /** Retries of one request after 5xx, 429, resets or truncated bodies (total attempts = 1 + this). */
+    maxRetries: 4,
+    /** First backoff delay, ms; doubles on every retry, with jitter. */
+    retryBaseDelayMs: 100,
+    /** Upper bound of one computed backoff delay, ms. */
+    retryMaxDelayMs: 5_000,
+    /** Upper bound of a server's `Retry-After`, ms. */
+    maxRetryAfterMs: 10_000,
+    /** Redirects followed per request. */
+    maxRedirects: 5,
+    /** Largest manifest or index accepted, bytes. */
+    maxManifestBytes: 4 * 1024 * 1024,
+    /** Largest image config blob accepted, bytes. */
+    maxConfigBytes: 8 * 1024 * 1024,
+    /** Pooled connections per origin. */
+    connectionsPerOrigin: 32,
+    /** Keep-alive of idle pooled connections, ms. */
+    keepAliveTimeoutMs: 60_000,
+    /** A token is refreshed this long before it expires, ms. */
+    tokenExpiryMarginMs: 5_000,
+    /** Lifetime assumed for a token without `expires_in`, ms (the distribution spec's 60 s). */
+    defaultTokenLifetimeMs: 60_000,
+    /** Largest token or error response body read, bytes. */
+    maxSmallBodyBytes: 1024 * 1024,
+    /** A mirror that failed is skipped for this long, ms. */
+    mirrorCooldownMs: 30_000,
+    /** Retries against one mirror before moving on to the next endpoint. */
+    mirrorMaxRetries: 1,
+    /** Time a credential helper may run, ms. */
+    credentialHelperTimeoutMs: 10_000,
+    /** `User-Agent` header. */
+    userAgent: 'imgstream/0.1.0',
+  }),
+  fuse: Object.freeze({
+    /** Where the imgstream FUSE filesystem is mounted (`layers/`, `images/`). */
+    mountPoint: '/run/imgstream/mnt',
+    /** How long one FUSE read may wait for its content before it fails with EIO, ms. */
+    readTimeoutMs: 30_000,
+    /** Largest read the kernel sends in one FUSE request, bytes (libfuse2 caps it at 128 KiB). */
+    maxReadBytes: 128 * 1024,
+    /** Kernel read-ahead window on the FUSE mount, bytes. */
+    maxReadaheadBytes: 1024 * 1024,
+    /** How long the kernel may cache attributes and directory entries of the (immutable) layers, ms. */
+    cacheTimeoutMs: 3_600_000,
+    /** How long mount() waits for an existing mount at the mount point to answer before treating it as stale, ms. */
+    staleCheckTimeoutMs: 5_000,
+  }),
+  snapshotter: Object.freeze({
+    /** Where the snapshotter keeps its metadata file and snapshot directories. */
+    rootDir: '/var/lib/imgstream/snapshotter',
+    /** How many snapshot infos one List response message carries. */
+    listBatchSize: 100,
+    /** How long close() waits for in-flight RPCs before cancelling them, in ms. */
+    closeGraceMs: 5_000,
+  }),
 });
+
+export type Defaults = typeof defaults;

@@ -56,6 +56,24 @@ export const ErrorCode = Object.freeze({
   FUSE_UNAVAILABLE: 'IMGSTREAM_FUSE_UNAVAILABLE',
   /** A filesystem could not be mounted or unmounted (mount point busy, missing, or the kernel refused). */
   MOUNT_FAILED: 'IMGSTREAM_MOUNT_FAILED',
+  /** No snapshot has the given key or name. */
+  SNAPSHOT_NOT_FOUND: 'IMGSTREAM_SNAPSHOT_NOT_FOUND',
+  /** A snapshot with the given key or name already exists (also: a remote layer is already there). */
+  SNAPSHOT_ALREADY_EXISTS: 'IMGSTREAM_SNAPSHOT_ALREADY_EXISTS',
+  /** The snapshot still has children, so it cannot be removed. */
+  SNAPSHOT_HAS_CHILDREN: 'IMGSTREAM_SNAPSHOT_HAS_CHILDREN',
+  /** The operation needs another kind of snapshot (commit of a non-active one, mounts of a committed one). */
+  SNAPSHOT_WRONG_KIND: 'IMGSTREAM_SNAPSHOT_WRONG_KIND',
+  /** A snapshot request is malformed: empty key, non-committed parent, bad label, unknown field path, bad filter. */
+  SNAPSHOT_INVALID_ARGUMENT: 'IMGSTREAM_SNAPSHOT_INVALID_ARGUMENT',
+  /** The snapshot metadata file cannot be read or does not describe a valid state. */
+  SNAPSHOT_METADATA_CORRUPT: 'IMGSTREAM_SNAPSHOT_METADATA_CORRUPT',
+  /** The optional peer `@kubernetes/client-node` (~1.4) is not installed. */
+  KUBERNETES_CLIENT_MISSING: 'IMGSTREAM_KUBERNETES_CLIENT_MISSING',
+  /** Kubernetes credentials (in-cluster service account or kubeconfig) cannot be loaded. */
+  KUBERNETES_CONFIG: 'IMGSTREAM_KUBERNETES_CONFIG',
+  /** The Kubernetes API server refused or failed a request. */
+  KUBERNETES_API: 'IMGSTREAM_KUBERNETES_API',
 });
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

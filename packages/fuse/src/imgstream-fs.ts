@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdir, realpath } from 'node:fs/promises';
 import { basename, dirname, resolve as resolvePath } from 'node:path';
-import { DEFAULTS, ErrorCode, ImgstreamError, channel, invalidOption, parseDigest, publish } from '@imgstream/core';
+import { ErrorCode, defaults, ImgstreamError, channel, invalidOption, parseDigest, publish } from '@imgstream/core';
 import type { Digest } from '@imgstream/core';
 import type { AddLayerOptions, LayerContent } from './content.js';
 import { Errno, errnoOf } from './errno.js';
@@ -128,13 +128,13 @@ export class ImgstreamFs {
 
   constructor(options: ImgstreamFsOptions = {}) {
     this.opts = {
-      mountPoint: resolvePath(options.mountPoint ?? DEFAULTS.fuseMountPoint),
-      readTimeoutMs: positive('readTimeoutMs', options.readTimeoutMs ?? DEFAULTS.fuseReadTimeoutMs),
-      maxReadBytes: positive('maxReadBytes', options.maxReadBytes ?? DEFAULTS.fuseMaxReadBytes),
-      maxReadaheadBytes: positive('maxReadaheadBytes', options.maxReadaheadBytes ?? DEFAULTS.fuseMaxReadaheadBytes),
-      cacheTimeoutMs: nonNegative('cacheTimeoutMs', options.cacheTimeoutMs ?? DEFAULTS.fuseCacheTimeoutMs),
+      mountPoint: resolvePath(options.mountPoint ?? defaults.fuse.mountPoint),
+      readTimeoutMs: positive('readTimeoutMs', options.readTimeoutMs ?? defaults.fuse.readTimeoutMs),
+      maxReadBytes: positive('maxReadBytes', options.maxReadBytes ?? defaults.fuse.maxReadBytes),
+      maxReadaheadBytes: positive('maxReadaheadBytes', options.maxReadaheadBytes ?? defaults.fuse.maxReadaheadBytes),
+      cacheTimeoutMs: nonNegative('cacheTimeoutMs', options.cacheTimeoutMs ?? defaults.fuse.cacheTimeoutMs),
       allowOther: options.allowOther ?? true,
-      staleCheckTimeoutMs: positive('staleCheckTimeoutMs', options.staleCheckTimeoutMs ?? DEFAULTS.fuseStaleCheckTimeoutMs),
+      staleCheckTimeoutMs: positive('staleCheckTimeoutMs', options.staleCheckTimeoutMs ?? defaults.fuse.staleCheckTimeoutMs),
       fsName: options.fsName ?? 'imgstream',
     };
     if (!/^[A-Za-z0-9._-]+$/.test(this.opts.fsName)) throw invalidOption('fsName', 'only A-Z a-z 0-9 . _ - are allowed');

@@ -1,6 +1,6 @@
 // FUSE benchmark: each operation on the imgstream FUSE mount as a ratio to the same operation on a
 // local directory (ext4/tmpfs, whatever the temp dir is) holding the same files.
-//   node --conditions=imgstream-source --import tsx bench/src/fuse.ts
+//   node --conditions=imgstream-source --import tsx bench/fuse.ts
 // All I/O on the mount is done by child processes (this process serves the mount).
 // Content comes from memory (the test-only MemoryLayerContent): this measures the FUSE path,
 // not the registry or the block fetcher.
@@ -10,8 +10,8 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImgstreamFs } from '@imgstream/fuse';
-import { MemoryLayerContent, writeTar } from '../../test/helpers/memory-layer.js';
-import type { TarMember } from '../../test/helpers/memory-layer.js';
+import { MemoryLayerContent, writeTar } from '../test/helpers/memory-layer.js';
+import type { TarMember } from '../test/helpers/memory-layer.js';
 
 const BIG_BYTES = 256 * 1024 * 1024;
 const DIRS = 500;

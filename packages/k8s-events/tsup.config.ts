@@ -1,0 +1,12 @@
+import { defineConfig } from 'tsup';
+
+export default defineConfig({
+  entry: ['src/index.ts'],
+  format: ['esm'],
+  target: 'node20',
+  dts: true,
+  sourcemap: true,
+  clean: true,
+  // An optional peer: loaded with a dynamic import at run time, never bundled.
+  external: ['@kubernetes/client-node'],
+});
