@@ -96,4 +96,51 @@ describe('ImgstreamFs read faults', () => {
     const mounts = await sh('cat', ['/proc/self/mountinfo']);
     assert.equal(mounts.includes(fs.mountPoint), false);
   });
+
+  it('destroy(err) aborts the connection: pending and later reads fail at once, the mount is gone', { timeout: 30_000 }, async (t) => {
+    const layer = memoryLayer([
+      { path: 'stuck', type: 'file', content: 'never' },
+      { path: 'ok', type: 'file', content: 'fine' },
+    ]);
+    layer.hook = (entry) => (entry.path === 'stuck' ? new Promise<void>(() => undefined) : undefined);
+    const fs = await mountedFs(t, { readTimeoutMs: 20_000 });
+    fs.addLayer(layer.index.layerDigest, layer);
+    const root = fs.layerPath(layer.index.layerDigest);
+    assert.equal(await sh('cat', [`${root}/ok`]), 'fine');
+    const reading = run('cat', [`${root}/stuck`], { timeoutMs: 15_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const started = performance.now();
+    await fs.destroy(new Error('test destroy'));
+    const r = await reading;
+    assert.notEqual(r.code, 0);
+    assert.ok(performance.now() - started < 5_000, `pending read answered after ${performance.now() - started} ms`);
+    assert.equal(fs.mounted, false);
+    const mounts = await sh('cat', ['/proc/self/mountinfo']);
+    assert.equal(mounts.includes(fs.mountPoint), false);
+    await assert.rejects(fs.mount(), { code: ErrorCode.CLOSED });
+  });
+
+  it('keeps serving files that are open when their layer is removed', { timeout: 30_000 }, async (t) => {
+    const content = randomBytes(1024 * 1024);
+    const layer = memoryLayer([{ path: 'f', type: 'file', content }]);
+    let gate: (() => void) | undefined;
+    const opened = new Promise<void>((resolve) => {
+      layer.hook = (_e, offset) => {
+        if (offset === 0) return undefined;
+        resolve();
+        // hold the second read until the layer is removed
+        return new Promise<void>((r) => (gate = r));
+      };
+    });
+    const fs = await mountedFs(t);
+    fs.addLayer(layer.index.layerDigest, layer);
+    const reading = run('sha256sum', [`${fs.layerPath(layer.index.layerDigest)}/f`]);
+    await opened;
+    assert.equal(fs.removeLayer(layer.index.layerDigest), true);
+    layer.hook = undefined;
+    gate?.();
+    const r = await reading;
+    assert.equal(`sha256:${r.stdout.split(' ')[0]}`, sha256(content));
+    assert.equal((await run('ls', [`${fs.mountPoint}/layers`])).stdout, '');
+  });
 });

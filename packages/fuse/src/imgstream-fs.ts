@@ -166,7 +166,7 @@ export class ImgstreamFs {
    * missing, IMGSTREAM_MOUNT_FAILED when the kernel refuses or a live mount is in the way.
    */
   mount(options: { signal?: AbortSignal } = {}): Promise<void> {
-    this.assertOpen();
+    if (this.closed) return Promise.reject(new ImgstreamError(ErrorCode.CLOSED, 'the imgstream filesystem is closed'));
     this.mounting ??= this.doMount(options.signal).catch((err: unknown) => {
       this.mounting = undefined;
       throw err;
