@@ -131,4 +131,32 @@ describe('kernel overlayfs over FUSE layer directories', () => {
     const out = await sh('chroot', [merged, '/usr/bin/busybox', 'sh', '-c', '/usr/bin/busybox cat /etc/new /var/lib/data; echo; /usr/bin/busybox ls /opq; /usr/bin/sh -c "echo via symlink"']);
     assert.equal(out, 'new in top\nnew data\nfresh\nvia symlink\n');
   });
+
+  it('works as a container rootfs: writable upper layer, copy-up keeps content, mode and xattrs', { timeout: 60_000 }, async () => {
+    const rw = join(work, 'rw');
+    await mkdir(join(rw, 'upper'), { recursive: true });
+    await mkdir(join(rw, 'work'));
+    await mkdir(join(rw, 'root'));
+    const lower = layers.map((l) => fs.layerPath(l.index.layerDigest)).reverse().join(':');
+    await sh('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${rw}/upper,workdir=${rw}/work`, `${rw}/root`]);
+    td.after(() => run('umount', ['-l', `${rw}/root`]));
+    const bb = '/usr/bin/busybox';
+    const script = [
+      `${bb} echo "app:x:1000:1000::/:/bin/sh" >> /etc/passwd`,
+      `${bb} chmod 4711 /usr/bin/ping`,
+      `${bb} rm /usr/bin/hard2`,
+      `${bb} echo written > /opq/created`,
+      `${bb} cat /etc/passwd`,
+    ].join(' && ');
+    const out = await sh('chroot', [`${rw}/root`, bb, 'sh', '-c', script]);
+    assert.equal(out, 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n');
+    // copy-ups landed in the upper dir with the lower file's content, mode and xattrs
+    assert.equal(await sh('cat', [`${rw}/upper/etc/passwd`]), out);
+    assert.equal((await sh('stat', ['-c', '%a %U', `${rw}/upper/usr/bin/ping`])).trim(), '4711 root');
+    assert.match(await sh('getfattr', ['--absolute-names', '-d', '-m', 'security', '-e', 'hex', `${rw}/upper/usr/bin/ping`]), /security.capability=0x0100000200200000/);
+    // the removed lower file became a whiteout in upper; the FUSE layer is unchanged
+    assert.equal((await sh('stat', ['-c', '%F %t:%T', `${rw}/upper/usr/bin/hard2`])).trim(), 'character special file 0:0');
+    assert.equal(await sh('cat', [`${fs.layerPath(layers[0]!.index.layerDigest)}/usr/bin/hard2`]), 'hard');
+    assert.equal((await sh('ls', [`${rw}/root/opq`])), 'created\nfresh\n');
+  });
 });
