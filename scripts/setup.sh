@@ -13,6 +13,7 @@ APT_PACKAGES=(
   stargz-snapshotter # ctr-remote, for eStargz interop tests
   busybox-static    # a static binary to run in test containers
   zstd iproute2 apache2-utils
+  attr              # setfattr/getfattr: layer xattrs and overlay opaque markers in the layer cache
 )
 
 missing=()

@@ -74,6 +74,10 @@ export const ErrorCode = Object.freeze({
   KUBERNETES_CONFIG: 'IMGSTREAM_KUBERNETES_CONFIG',
   /** The Kubernetes API server refused or failed a request. */
   KUBERNETES_API: 'IMGSTREAM_KUBERNETES_API',
+  /** A layer entry would be written outside the layer directory (`..`, absolute path, through a symlink). */
+  UNSAFE_PATH: 'IMGSTREAM_UNSAFE_PATH',
+  /** A helper program (mknod, setfattr, sync) failed or is missing. */
+  TOOL_FAILED: 'IMGSTREAM_TOOL_FAILED',
 });
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

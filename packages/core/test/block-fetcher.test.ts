@@ -1,0 +1,362 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { BlockFetcher, ContentCache, ErrorCode, FetchScheduler, ImgstreamError, LayerCache, LayerDownloader, type FetchEvent, type FetchTicket, type FileEntry, type LayerIndex } from '@imgstream/core';
+import { buildTar, pseudoRandomBytes, rawTestIndex, type TarFileSpec } from '../../../test/helpers/raw-layer.ts';
+import { httpRangeReader, startRangeServer, type RecordedRequest } from '../../../test/helpers/range-server.ts';
+import { tempDir } from '../../../test/helpers/tmp.ts';
+
+const BLOCK = 64 * 1024;
+
+function makeLayer(seed = 1): { files: TarFileSpec[]; tar: Buffer; index: LayerIndex } {
+  const sizes = [0, 1, 511, 512, 513, 4096, 65535, 65536, 65537, 200_000, 300_000, 2 * 1024 * 1024 + 123, 5000, 777_777, 12, 100_000];
+  const files = sizes.map((size, i) => ({ path: `d${i % 3}/f${i}.bin`, content: pseudoRandomBytes(size, seed * 1000 + i + 1) }));
+  const built = buildTar(files);
+  return { files, tar: built.tar, index: rawTestIndex(built, BLOCK) };
+}
+
+function file(index: LayerIndex, path: string): FileEntry {
+  const e = index.entries.get(path);
+  assert.ok(e, path);
+  return e;
+}
+
+/** Blocks each request covered, given the index's fixed block size. */
+function blocksOf(r: RecordedRequest): number[] {
+  const out: number[] = [];
+  for (let b = Math.floor(r.start / BLOCK); b * BLOCK <= r.end; b++) out.push(b);
+  return out;
+}
+
+function rng(seed: number): () => number {
+  let x = seed;
+  return () => {
+    x = (x * 1103515245 + 12345) & 0x7fffffff;
+    return x / 0x7fffffff;
+  };
+}
+
+test('random concurrent reads equal ground truth while a background download races them, and after it completes; each block crosses the network once', async (t) => {
+  const { files, tar, index } = makeLayer();
+  const fetchServer = await startRangeServer(t, tar);
+  const downloadServer = await startRangeServer(t, tar, { bytesPerSecond: 4 * 1024 * 1024 });
+  const layerCache = new LayerCache({ layerCacheDir: await tempDir(t) });
+  await layerCache.ready();
+  const scheduler = new FetchScheduler({ maxConcurrentFetches: 6 });
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 * 1024 * 1024, scheduler, layerCache, readAheadBytes: 128 * 1024 });
+  t.after(() => fetcher.close());
+  const downloader = new LayerDownloader({ layerCache, scheduler, downloadChunkBytes: 256 * 1024 });
+  t.after(() => downloader.close());
+  const layer = { index, reader: httpRangeReader(fetchServer.url, tar.byteLength) };
+  let localReads = 0;
+  let remoteReads = 0;
+  fetcher.on('read', (e) => (e.local ? localReads++ : remoteReads++));
+  let completeEvents = 0;
+  layerCache.on('complete', ({ digest }) => {
+    assert.equal(digest, index.layerDigest);
+    completeEvents++;
+  });
+
+  const download = downloader.download({ digest: index.layerDigest, size: tar.byteLength, source: httpRangeReader(downloadServer.url, tar.byteLength) });
+  const rand = rng(42);
+  let verified = 0;
+  let nonEmpty = 0;
+  const readRandom = async (): Promise<void> => {
+    const f = files[Math.floor(rand() * files.length)]!;
+    const offset = Math.floor(rand() * (f.content.byteLength + 10));
+    const length = Math.floor(rand() * 300_000);
+    const got = await fetcher.read(layer, file(index, f.path), offset, length);
+    const want = f.content.subarray(Math.min(offset, f.content.byteLength), Math.min(f.content.byteLength, offset + length));
+    assert.equal(Buffer.compare(Buffer.from(got), Buffer.from(want)), 0, `${f.path} @${offset}+${length}`);
+    verified++;
+    if (want.byteLength > 0) nonEmpty++;
+  };
+  let downloaded = false;
+  void download.then(
+    () => (downloaded = true),
+    () => (downloaded = true),
+  );
+  while (!downloaded) {
+    await Promise.all(Array.from({ length: 8 }, readRandom));
+    await new Promise(setImmediate); // cache hits resolve in microtasks: let I/O run
+  }
+  const dir = await download;
+  assert.equal(dir, layerCache.dirOf(index.layerDigest));
+  assert.equal(completeEvents, 1);
+  assert.ok(remoteReads > 0, 'some reads were streamed before the download completed');
+  // every block crossed the fetcher's network path at most once
+  const seen = new Map<number, number>();
+  for (const r of fetchServer.requests) for (const b of blocksOf(r)) seen.set(b, (seen.get(b) ?? 0) + 1);
+  for (const [b, n] of seen) assert.equal(n, 1, `block ${b} fetched ${n} times`);
+  const requestsBefore = fetchServer.requests.length;
+  const remoteBefore = remoteReads;
+  const localBefore = localReads;
+  const nonEmptyBefore = nonEmpty;
+  await Promise.all(Array.from({ length: 40 }, readRandom));
+  assert.equal(fetchServer.requests.length, requestsBefore, 'reads of a complete layer do not touch the network');
+  assert.equal(remoteReads, remoteBefore, 'every read after completion is local');
+  assert.equal(localReads - localBefore, nonEmpty - nonEmptyBefore, 'every non-empty read was served locally');
+  assert.ok(localReads - localBefore > 0);
+  assert.equal(fetcher.contentCache.sizeBytes, 0, 'blocks of a local layer leave memory');
+  t.diagnostic(`verified ${verified} reads; ${fetchServer.requests.length} fetch requests; ${downloadServer.requests.length} download requests; remote ${remoteReads} local ${localReads}`);
+});
+
+test('the content cache never exceeds its byte bound and reads stay correct under eviction', async (t) => {
+  const { files, tar, index } = makeLayer(2);
+  const server = await startRangeServer(t, tar);
+  const cache = new ContentCache({ maxBytes: 3 * BLOCK + 100 });
+  const fetcher = new BlockFetcher({ contentCache: cache, maxReadBlocks: 2, readAheadBytes: 256 * 1024 });
+  t.after(() => fetcher.close());
+  const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
+  let maxSeen = 0;
+  fetcher.on('fetch', () => (maxSeen = Math.max(maxSeen, cache.sizeBytes)));
+  const rand = rng(7);
+  for (let round = 0; round < 30; round++) {
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        const f = files[Math.floor(rand() * files.length)]!;
+        const offset = Math.floor(rand() * f.content.byteLength);
+        const length = 1 + Math.floor(rand() * 200_000);
+        const got = await fetcher.read(layer, file(index, f.path), offset, length);
+        assert.deepEqual(Buffer.from(got), Buffer.from(f.content.subarray(offset, offset + length)));
+        assert.ok(cache.sizeBytes <= cache.maxBytes);
+      }),
+    );
+    maxSeen = Math.max(maxSeen, cache.sizeBytes);
+  }
+  assert.ok(maxSeen <= cache.maxBytes, `cache held ${maxSeen} > ${cache.maxBytes}`);
+  assert.ok(maxSeen >= 2 * BLOCK, 'the cache was used');
+  assert.throws(() => new ContentCache({} as never), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.INVALID_OPTION);
+  assert.throws(() => new ContentCache({ maxBytes: 0 }), /maxBytes/);
+});
+
+test('adjacent blocks are coalesced into one request of at most maxReadBlocks blocks; larger reads take rounds', async (t) => {
+  const { files, tar, index } = makeLayer(3);
+  const server = await startRangeServer(t, tar);
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, maxReadBlocks: 2, readAheadBytes: 0 });
+  t.after(() => fetcher.close());
+  const big = files[11]!; // 2 MiB + 123
+  const fetches: FetchEvent[] = [];
+  fetcher.on('fetch', (e) => fetches.push(e));
+  const got = await fetcher.read({ index, reader: httpRangeReader(server.url, tar.byteLength) }, file(index, big.path), 100_000, 1_000_000);
+  assert.deepEqual(Buffer.from(got), Buffer.from(big.content.subarray(100_000, 1_100_000)));
+  const touched = new Set(file(index, big.path).extents!.filter((e) => e.fileOffset + e.length > 100_000 && e.fileOffset < 1_100_000).map((e) => e.block));
+  assert.equal(server.requests.length, Math.ceil(touched.size / 2));
+  for (const r of server.requests) assert.ok(blocksOf(r).length <= 2, `request of ${blocksOf(r).length} blocks`);
+  assert.ok(server.requests.filter((r) => blocksOf(r).length === 2).length >= touched.size / 2 - 1, 'adjacent blocks share a request');
+  assert.equal(fetches.length, server.requests.length);
+  assert.ok(fetches.every((f) => f.priority === 'foreground' && f.bytes > 0 && f.latencyMs >= 0));
+});
+
+test('read-ahead follows sequential reads up to readAheadBytes and stays off for random reads', async (t) => {
+  const { files, tar, index } = makeLayer(4);
+  const big = files[11]!;
+  const entry = file(index, big.path);
+  const readAhead = 256 * 1024;
+  {
+    const server = await startRangeServer(t, tar);
+    const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, maxReadBlocks: 2, readAheadBytes: readAhead });
+    t.after(() => fetcher.close());
+    const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
+    let hits = 0;
+    fetcher.on('read', (e) => (hits += e.cacheHits));
+    const step = 32 * 1024;
+    let maxAhead = 0;
+    for (let off = 0; off < 1024 * 1024; off += step) {
+      const got = await fetcher.read(layer, entry, off, step);
+      assert.deepEqual(Buffer.from(got), Buffer.from(big.content.subarray(off, off + step)));
+      const dataStart = entry.extents![0]!.block * BLOCK + entry.extents![0]!.blockOffset;
+      const furthest = Math.max(...server.requests.map((r) => r.end + 1)) - dataStart;
+      maxAhead = Math.max(maxAhead, furthest - (off + step));
+    }
+    assert.ok(maxAhead > 0, 'bytes beyond the read were fetched');
+    assert.ok(maxAhead <= readAhead + BLOCK, `read ahead ${maxAhead} bytes > ${readAhead} + one block`);
+    assert.ok(hits > 10, `sequential reads hit the read-ahead blocks (${hits})`);
+  }
+  {
+    const server = await startRangeServer(t, tar);
+    const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, readAheadBytes: readAhead });
+    t.after(() => fetcher.close());
+    const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
+    const rand = rng(9);
+    const touched = new Set<number>();
+    for (let i = 0; i < 20; i++) {
+      const off = 1 + Math.floor(rand() * (big.content.byteLength - 5000));
+      await fetcher.read(layer, entry, off, 4096);
+      for (const e of entry.extents!) if (e.fileOffset + e.length > off && e.fileOffset < off + 4096) touched.add(e.block);
+    }
+    const fetched = new Set(server.requests.flatMap(blocksOf));
+    assert.deepEqual([...fetched].sort((a, b) => a - b), [...touched].sort((a, b) => a - b), 'random reads fetch only the blocks they touch');
+  }
+});
+
+test('concurrent readers of one block share one request; an aborting reader does not cancel the others; holes read as zeros', async (t) => {
+  const { files, tar, index } = makeLayer(5);
+  const server = await startRangeServer(t, tar, { delayMs: 100 });
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, readAheadBytes: 0 });
+  t.after(() => fetcher.close());
+  const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
+  const f = files[9]!;
+  const entry = file(index, f.path);
+  const quitter = new AbortController();
+  const reason = new Error('reader went away');
+  const quitting = fetcher.read(layer, entry, 0, 1000, { signal: quitter.signal });
+  const readers = Array.from({ length: 20 }, () => fetcher.read(layer, entry, 0, 1000));
+  setTimeout(() => quitter.abort(reason), 20);
+  await assert.rejects(quitting, (e) => e === reason);
+  for (const got of await Promise.all(readers)) assert.deepEqual(Buffer.from(got), Buffer.from(f.content.subarray(0, 1000)));
+  assert.equal(server.requests.length, 1);
+
+  // a lone reader that aborts cancels the shared fetch, and a later read works
+  const lone = new AbortController();
+  const p = fetcher.read(layer, file(index, files[10]!.path), 0, 10, { signal: lone.signal });
+  setTimeout(() => lone.abort(reason), 20);
+  await assert.rejects(p, (e) => e === reason);
+  for (let i = 0; i < 100 && fetcher.inflightFetches > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(fetcher.inflightFetches, 0, 'the unwanted fetch was cancelled');
+  const again = await fetcher.read(layer, file(index, files[10]!.path), 0, 10);
+  assert.deepEqual(Buffer.from(again), Buffer.from(files[10]!.content.subarray(0, 10)));
+
+  // a sparse file: extents only at 5000..5100
+  const e0 = entry.extents![0]!;
+  const sparse = { size: 10_000, extents: [{ fileOffset: 5000, length: 100, block: e0.block, blockOffset: e0.blockOffset }] };
+  const got = await fetcher.read(layer, sparse, 4990, 200);
+  assert.equal(got.byteLength, 200);
+  assert.ok(got.subarray(0, 10).every((b) => b === 0));
+  assert.deepEqual(Buffer.from(got.subarray(10, 110)), Buffer.from(f.content.subarray(0, 100)));
+  assert.ok(got.subarray(110).every((b) => b === 0));
+});
+
+test('registry faults mid-block are retried; persistent faults, timeouts and corrupt blocks fail with codes and cache nothing', async (t) => {
+  const { files, tar, index } = makeLayer(6);
+  const f = files[10]!;
+  {
+    const server = await startRangeServer(t, tar, { fault: (_r, n) => (n === 1 ? 'reset' : n === 2 ? 'error' : undefined) });
+    const fetcher = new BlockFetcher({ maxContentCacheBytes: 1 << 24, readAheadBytes: 0, retryBaseDelayMs: 1 });
+    t.after(() => fetcher.close());
+    const errors: FetchEvent[] = [];
+    fetcher.on('fetch', (e) => e.error && errors.push(e));
+    const got = await fetcher.read({ index, reader: httpRangeReader(server.url, tar.byteLength) }, file(index, f.path), 0, 5000);
+    assert.deepEqual(Buffer.from(got), Buffer.from(f.content.subarray(0, 5000)));
+    assert.equal(server.requests.length, 3);
+    assert.equal(errors.length, 2);
+  }
+  {
+    const server = await startRangeServer(t, tar, { fault: () => 'error' });
+    const fetcher = new BlockFetcher({ maxContentCacheBytes: 1 << 24, readAheadBytes: 0, retryBaseDelayMs: 1, fetchRetries: 2 });
+    t.after(() => fetcher.close());
+    await assert.rejects(fetcher.read({ index, reader: httpRangeReader(server.url, tar.byteLength) }, file(index, f.path), 0, 10), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.REGISTRY_UNAVAILABLE);
+    assert.equal(server.requests.length, 3);
+  }
+  {
+    const server = await startRangeServer(t, tar, { delayMs: 1000 });
+    const fetcher = new BlockFetcher({ maxContentCacheBytes: 1 << 24, readAheadBytes: 0, fetchRetries: 0, fetchTimeoutMs: 50 });
+    t.after(() => fetcher.close());
+    await assert.rejects(fetcher.read({ index, reader: httpRangeReader(server.url, tar.byteLength) }, file(index, f.path), 0, 10), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.TIMEOUT);
+  }
+  {
+    const corrupt = Buffer.from(tar);
+    corrupt.fill(0x55);
+    const server = await startRangeServer(t, corrupt);
+    const fetcher = new BlockFetcher({ maxContentCacheBytes: 1 << 24, readAheadBytes: 0, fetchRetries: 1, retryBaseDelayMs: 1 });
+    t.after(() => fetcher.close());
+    await assert.rejects(fetcher.read({ index, reader: httpRangeReader(server.url, tar.byteLength) }, file(index, f.path), 0, 10), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.DIGEST_MISMATCH);
+    assert.equal(fetcher.contentCache.blockCount, 0, 'unverified bytes never enter the cache');
+    fetcher.close();
+    await assert.rejects(fetcher.read({ index, reader: httpRangeReader(server.url, tar.byteLength) }, file(index, f.path), 0, 10), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.CLOSED);
+  }
+});
+
+test('foreground requests are scheduled before prefetch and background ones', async () => {
+  const s = new FetchScheduler({ maxConcurrentFetches: 1 });
+  const order: string[] = [];
+  let release!: () => void;
+  const blocker = s.run('foreground', () => new Promise<void>((r) => (release = r)));
+  const tasks = [
+    s.run('background', async () => void order.push('background')),
+    s.run('prefetch', async () => void order.push('prefetch')),
+    s.run('foreground', async () => void order.push('foreground')),
+  ];
+  await new Promise(setImmediate);
+  release();
+  await blocker;
+  await Promise.all(tasks);
+  assert.deepEqual(order, ['foreground', 'prefetch', 'background']);
+  const ac = new AbortController();
+  let release2!: () => void;
+  const blocker2 = s.run('foreground', () => new Promise<void>((r) => (release2 = r)));
+  const queued = s.run('prefetch', async () => 1, ac.signal);
+  await new Promise(setImmediate);
+  ac.abort(new Error('gone'));
+  await assert.rejects(queued, /gone/);
+  await new Promise(setImmediate);
+  release2();
+  await blocker2;
+  assert.equal(s.running, 0);
+
+  // a queued background request whose ticket is raised runs before queued prefetch work
+  const order2: string[] = [];
+  let release3!: () => void;
+  const blocker3 = s.run('foreground', () => new Promise<void>((r) => (release3 = r)));
+  const ticket: FetchTicket = { priority: 'background' };
+  const raised = s.run(ticket, async () => void order2.push('raised'));
+  const pre = s.run('prefetch', async () => void order2.push('prefetch'));
+  await new Promise(setImmediate);
+  assert.ok(ticket.raise);
+  ticket.raise('foreground');
+  await new Promise(setImmediate);
+  release3();
+  await Promise.all([blocker3, raised, pre]);
+  assert.deepEqual(order2, ['raised', 'prefetch']);
+});
+
+test('a foreground read joining queued read-ahead raises its priority', async (t) => {
+  const { files, tar, index } = makeLayer(8);
+  const server = await startRangeServer(t, tar);
+  const scheduler = new FetchScheduler({ maxConcurrentFetches: 1 });
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, readAheadBytes: 1 << 20, scheduler });
+  t.after(() => fetcher.close());
+  const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
+  const big = file(index, files[11]!.path);
+  const other = file(index, files[13]!.path);
+  await fetcher.loadBlocks(layer, [big.extents![0]!.block]); // the first read below is a cache hit
+  const fetches: FetchEvent[] = [];
+  fetcher.on('fetch', (e) => fetches.push(e));
+  let unblock!: () => void;
+  const blocker = scheduler.run('foreground', () => new Promise<void>((r) => (unblock = r)));
+  await new Promise(setImmediate);
+  const p = fetcher.loadBlocks(layer, [other.extents![0]!.block]); // queued prefetch P
+  await fetcher.read(layer, big, 0, 1000); // hit; queues read-ahead R behind P
+  const waiting = fetcher.read(layer, big, 600_000, 1000); // joins R: R jumps ahead of P
+  await new Promise(setImmediate);
+  unblock();
+  await blocker;
+  const got = await waiting;
+  await p;
+  assert.deepEqual(Buffer.from(got), Buffer.from(files[11]!.content.subarray(600_000, 601_000)));
+  assert.equal(fetches.length, 2);
+  assert.equal(fetches[0]!.priority, 'foreground');
+  assert.ok(fetches[0]!.blockCount > 1, 'the first request was the read-ahead run');
+  assert.equal(fetches[1]!.firstBlock, other.extents![0]!.block);
+});
+
+test('local reads of a complete layer never leave its directory', async (t) => {
+  const { files, tar, index } = makeLayer(9);
+  const server = await startRangeServer(t, tar);
+  const layerCache = new LayerCache({ layerCacheDir: await tempDir(t) });
+  const staging = await layerCache.createStaging(index.layerDigest);
+  const { mkdir, symlink, writeFile } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  await mkdir(join(staging, 'd0'));
+  await writeFile(join(staging, 'd0', 'f0.bin'), 'local!');
+  await symlink('/etc', join(staging, 'esc'));
+  await layerCache.commit(staging, { digest: index.layerDigest, sizeBytes: tar.byteLength, completedAtMs: 0 });
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 1 << 20, layerCache });
+  t.after(() => fetcher.close());
+  const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
+  const got = await fetcher.read(layer, { size: 6, path: 'd0/f0.bin', extents: file(index, files[0]!.path).extents }, 0, 6);
+  assert.equal(Buffer.from(got).toString(), 'local!');
+  for (const path of ['esc/hostname', '../../../etc/hostname']) {
+    await assert.rejects(fetcher.read(layer, { size: 5, path, extents: [] }, 0, 5), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.UNSAFE_PATH, path);
+  }
+  assert.equal(server.requests.length, 0);
+});
