@@ -12,7 +12,7 @@ APT_PACKAGES=(
   stargz-snapshotter # ctr-remote, for eStargz interop tests
   busybox-static    # a static binary to run in test containers
   zstd iproute2 apache2-utils
-  attr              # setfattr/getfattr: layer xattrs and overlay opaque markers in the layer cache
+  attr              # setfattr/getfattr: layer xattrs, overlay opaque markers, xattr checks in tests
 )
 
 missing=()
