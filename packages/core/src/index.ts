@@ -5,6 +5,7 @@ export { Digester, isDigest, parseDigest, sha256Digest, verifyDigest } from './d
 export type { Digest } from './digest.js';
 export type { RangeReader } from './blob.js';
 export { channel, publish } from './diagnostics.js';
+export { abortable } from './abortable.js';
 export { defaults } from './defaults.js';
 export type { Defaults } from './defaults.js';
 export {
