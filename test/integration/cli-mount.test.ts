@@ -12,6 +12,7 @@ import { RegistryClient, indexImage, parseReference } from '@imgstream/core';
 import { allTypesEntries, multiLayerEntries } from '../helpers/fixtures.ts';
 import { describeTree, run, sh, teardownStack } from '../helpers/fuse.ts';
 import { buildImage, pushImage, writeOciLayout, type BuiltImage, type ImageSpec } from '../helpers/image-builder.ts';
+import { makeLab, startContainerd } from '../helpers/containerd.ts';
 import { startRegistry } from '../helpers/registry.ts';
 import { tempDir, type Teardown } from '../helpers/tmp.ts';
 
@@ -155,4 +156,36 @@ test('imgstream mount: a zran + raw + eStargz image from docker-registry, mounte
   assertSameTree(await describeTree(target), await groundTruth(t, imageB));
   assert.deepEqual((await readdir(cacheDir)).filter((n) => n.startsWith('sha256=') && !n.endsWith('.complete')).sort(), imageB.layers.slice(0, 3).concat(imageB.layers[4]!).map((l) => l.digest.replace(':', '=')).sort());
   await stopAndCheck(mb, target, runtimeDir);
+});
+
+test('imgstream mount of an image converted by `ctr-remote image convert --estargz --oci` equals umoci unpack of the original image', { timeout: 240_000 }, async (tc) => {
+  const t = teardownStack((fn) => tc.after(fn));
+  const busybox = new Uint8Array(await readFile('/usr/bin/busybox'));
+  // no sparse files: ctr-remote's converter cannot carry them (see estargz-ctr-remote.test.ts)
+  const image = buildImage({
+    layers: [
+      { entries: [...allTypesEntries().filter((e) => e.type !== 'sparse'), { type: 'file', name: 'usr/bin/busybox', content: busybox, mode: 0o755 }] },
+      ...multiLayerEntries().map((entries) => ({ entries })),
+    ],
+  });
+  const registry = await startRegistry(t);
+  const plain = await pushImage(registry.url, 'interop/plain:v1', image);
+  const lab = await makeLab(t, 'imgstream-mount-ctrd-');
+  const ctrd = await startContainerd(lab);
+  const ctr = (...args: string[]) => ctrd.ctr(args, { binary: 'ctr-remote', timeoutMs: 120_000 });
+  const esgzRef = `${registry.host}/interop/esgz:v1`;
+  await ctr('image', 'pull', '--plain-http', plain.ref);
+  await ctr('image', 'convert', '--estargz', '--oci', '--estargz-chunk-size', '65536', plain.ref, esgzRef);
+  await ctr('image', 'push', '--plain-http', esgzRef);
+  const want = await groundTruth(t, image);
+
+  const work = await tempDir(t, 'imgstream-cli-mount-');
+  const target = join(work, 'rootfs');
+  const runtimeDir = join(work, 'run');
+  const m = spawnMount(t, ['--plain-http', '--platform', 'linux/amd64', '--cache-dir', join(work, 'cache'), '--runtime-dir', runtimeDir, esgzRef, target], [target, runtimeDir]);
+  await waitMounted(m);
+  assert.match(m.stdout(), /4 layers, 4 streamed, 0 downloaded/);
+  assertSameTree(await describeTree(target), want);
+  assert.equal(await sh('chroot', [target, '/bin/busybox', 'sh', '-c', '/bin/busybox cat /etc/hosts /app/data/y']), '127.0.0.1 localhost\ny in layer 1\n');
+  await stopAndCheck(m, target, runtimeDir);
 });
