@@ -75,7 +75,9 @@ async function groundTruth(t: Teardown, image: BuiltImage): Promise<Map<string, 
 /** Stops the child with SIGTERM and checks it exits 0 and leaves nothing mounted. */
 async function stopAndCheck(m: MountChild, target: string, runtimeDir: string): Promise<void> {
   m.child.kill('SIGTERM');
-  const code = await Promise.race([m.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000))]);
+  let timer: NodeJS.Timeout | undefined;
+  const code = await Promise.race([m.exited, new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), 30_000)))]);
+  clearTimeout(timer);
   assert.equal(code, 0, `exit after SIGTERM: ${m.stderr()}`);
   assert.match(m.stderr(), /SIGTERM: unmounting /);
   assert.deepEqual(await mountsUnder(target), [], 'the overlay is unmounted');
