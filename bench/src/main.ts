@@ -145,7 +145,7 @@ async function main(): Promise<void> {
     const results: BenchResults = {
       started: started.toISOString(),
       finished: new Date().toISOString(),
-      command: `npm run bench -w bench --${options.quick ? ' --quick' : ''}`,
+      command: `npm run bench -w bench -- ${process.argv.slice(2).join(' ')}`.trim(),
       options: { quick: options.quick, runs: options.runs, images: options.images, profiles: options.profiles },
       environment: await collectEnvironment(),
       images,

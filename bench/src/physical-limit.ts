@@ -78,7 +78,7 @@ export async function measureWorkingSet(image: BuiltImage): Promise<WorkingSet> 
     await run(['mount', '-t', 'proc', 'proc', join(merged, 'proc')]);
     await run(['mount', '--bind', '/dev', join(merged, 'dev')]);
     const env = ['env', '-i', ...image.env];
-    const cmd = [...env, 'chroot', merged, ...image.cmd];
+    const cmd = [...env, '/usr/sbin/chroot', merged, ...image.cmd];
 
     await timeToReady(cmd, 300_000); // warm-up, then the warm and cold timings
     const warmLocalMs = await timeToReady(cmd, 300_000);

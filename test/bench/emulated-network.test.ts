@@ -35,8 +35,9 @@ test('the delay proxy adds its RTT to a request/answer and counts bytes both way
   assert.ok(times[0]! >= 58 && performance.now() - t0 < 2000, `first exchange ${times[0]} ms`);
   const later = times.slice(1).sort((a, b) => a - b);
   assert.ok(later[0]! >= 29.5 && later[1]! < 45, `RTTs ${later.join(', ')}`);
-  const stats = proxy.snapshot();
+  const { firstDownstreamMs, lastDownstreamMs, ...stats } = proxy.snapshot();
   assert.deepEqual(stats, { upstreamBytes: 50, downstreamBytes: 50, connections: 1 });
+  assert.ok(firstDownstreamMs !== null && lastDownstreamMs !== null && lastDownstreamMs - firstDownstreamMs >= 4 * 29.5, `${firstDownstreamMs} .. ${lastDownstreamMs}`);
 });
 
 test('cross-region profile: RTT and throughput within 30 % of the profile, nothing left after teardown', { timeout: 120_000 }, async (t) => {

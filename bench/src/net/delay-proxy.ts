@@ -28,6 +28,9 @@ export interface DelayProxyStats {
   /** Bytes from the clients to the targets (requests). */
   upstreamBytes: number;
   connections: number;
+  /** ms after start/`reset()` when the first and the last byte went to a client (null: none yet). */
+  firstDownstreamMs: number | null;
+  lastDownstreamMs: number | null;
 }
 
 interface Chunk {
@@ -141,7 +144,8 @@ class DelayedPipe {
 export class DelayProxy {
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
-  private readonly stats: DelayProxyStats = { downstreamBytes: 0, upstreamBytes: 0, connections: 0 };
+  private readonly stats: DelayProxyStats = { downstreamBytes: 0, upstreamBytes: 0, connections: 0, firstDownstreamMs: null, lastDownstreamMs: null };
+  private since = performance.now();
   private readonly rttMs: number;
   private readonly emulateHandshake: boolean;
   private readonly maxQueuedBytes: number;
@@ -179,7 +183,12 @@ export class DelayProxy {
     this.sockets.add(upstream);
     const notBefore = this.emulateHandshake ? acceptedAt + this.rttMs : 0;
     const up = new DelayedPipe(client, upstream, half, notBefore, this.maxQueuedBytes, (n) => (this.stats.upstreamBytes += n));
-    const down = new DelayedPipe(upstream, client, half, 0, this.maxQueuedBytes, (n) => (this.stats.downstreamBytes += n));
+    const down = new DelayedPipe(upstream, client, half, 0, this.maxQueuedBytes, (n) => {
+      const at = performance.now() - this.since;
+      this.stats.downstreamBytes += n;
+      this.stats.firstDownstreamMs ??= at;
+      this.stats.lastDownstreamMs = at;
+    });
     const close = (): void => {
       up.dispose();
       down.dispose();
@@ -209,6 +218,9 @@ export class DelayProxy {
     this.stats.downstreamBytes = 0;
     this.stats.upstreamBytes = 0;
     this.stats.connections = 0;
+    this.stats.firstDownstreamMs = null;
+    this.stats.lastDownstreamMs = null;
+    this.since = performance.now();
   }
 
   async close(): Promise<void> {

@@ -34,6 +34,15 @@ if (role === 'serve') {
   process.stdin.on('end', () => process.exit(0));
 } else if (role === 'measure') {
   const total = Number(bytesText);
+  // a throw-away connection first, so the measured one does not pay for JIT warm-up on either side
+  await new Promise<void>((resolve, reject) => {
+    const warm = connect({ host: host!, port, noDelay: true }, () => warm.write('ping\n'));
+    warm.once('data', () => {
+      warm.destroy();
+      resolve();
+    });
+    warm.once('error', reject);
+  });
   const t0 = performance.now();
   const sock = connect({ host: host!, port, noDelay: true });
   await new Promise<void>((resolve, reject) => {

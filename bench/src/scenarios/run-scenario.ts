@@ -110,6 +110,7 @@ async function runFullPull(ctx: ScenarioContext, readAll: boolean, index: number
     const ref = `${ctx.registryHost}/${ctx.image.name}:${ctx.image.tag}`;
     await dropCaches();
     await ctx.net.resetStats();
+    const resetAt = performance.now();
     const t0 = performance.now();
     const pull = await timed(ctrArgv(ctd, 'ctr', ['images', 'pull', '--plain-http', ref]), t0, null, ctx.runTimeoutMs);
     const mark = readAll ? /READ-ALL-DONE/ : /READY/;
@@ -121,6 +122,7 @@ async function runFullPull(ctx: ScenarioContext, readAll: boolean, index: number
       readyMs: runRes.markMs,
       doneMs: runRes.exitMs,
       registryBytes: stats.downstreamBytes,
+      lastByteMs: stats.lastDownstreamMs === null ? null : stats.lastDownstreamMs - (t0 - resetAt),
       peakRssBytes: { containerd: await peakRss(ctd.pid), 'ctr pull': pull.maxRssBytes },
       output: runRes.stdout.trim().slice(0, 200),
     };
@@ -145,6 +147,7 @@ async function runImgstream(ctx: ScenarioContext, start: StartImgstreamDaemon, s
     const ref = `${ctx.registryHost}/${ctx.image.name}:${ctx.image.tag}`;
     await dropCaches();
     await ctx.net.resetStats();
+    const resetAt = performance.now();
     const t0 = performance.now();
     const pullCmd = daemon.pullArgs?.(ref) ?? { binary: 'ctr-remote', args: ['images', 'rpull', '--plain-http', '--snapshotter', daemon.snapshotter, ref] };
     const pull = await timed(ctrArgv(ctd, pullCmd.binary, pullCmd.args), t0, null, ctx.runTimeoutMs);
@@ -160,6 +163,7 @@ async function runImgstream(ctx: ScenarioContext, start: StartImgstreamDaemon, s
       readyMs: runRes.markMs,
       doneMs: runRes.exitMs,
       registryBytes: stats.downstreamBytes,
+      lastByteMs: stats.lastDownstreamMs === null ? null : stats.lastDownstreamMs - (t0 - resetAt),
       peakRssBytes: rss,
       ...(ds === undefined ? {} : { onDemandBytes: ds.onDemandBytes, backgroundBytes: ds.backgroundBytes }),
       output: runRes.stdout.trim().slice(0, 200),

@@ -33,6 +33,8 @@ export interface RunResult {
   doneMs: number;
   /** Bytes from the registry to the node, counted at the delay proxy. */
   registryBytes: number;
+  /** When the last byte from the registry reached the node (ms from t0): the end of the network phase. */
+  lastByteMs: number | null;
   /** Peak RSS per process of interest, bytes. */
   peakRssBytes: Record<string, number>;
   /** On-demand vs background bytes, when the daemon reports them. */
