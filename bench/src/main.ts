@@ -86,7 +86,7 @@ async function main(): Promise<void> {
     const workingSets: BenchResults['workingSets'] = {};
     for (const image of images) {
       log(`working set of ${image.name} (strace + fincore on a plain overlay)`);
-      const ws = await measureWorkingSet(image);
+      const ws = await measureWorkingSet(image, cleanup);
       workingSets[image.name] = ws;
       log(`  ${ws.files} files, ${(ws.residentBytes / 1e6).toFixed(1)} MB resident, ${(ws.readBytes / 1e6).toFixed(1)} MB read(), cold local start ${ws.coldLocalMs.toFixed(0)} ms`);
     }
@@ -95,7 +95,7 @@ async function main(): Promise<void> {
     for (const profileName of options.profiles) {
       const profile = profileByName(profileName);
       log(`network ${describeProfile(profile)}`);
-      const pc = new Cleanup();
+      const pc = cleanup.scope();
       try {
         const net = await EmulatedNetwork.create(pc, profile);
         await startProbeServer(pc, net);
@@ -114,7 +114,7 @@ async function main(): Promise<void> {
               perScenario[scenario] = { status: 'not available', reason: 'imgstreamd does not exist yet', runs: [] };
               continue;
             }
-            const ctx = { net, registryHost: registryPort!.hostPort, image, stateRoot, imgstream: IMGSTREAM, runTimeoutMs: 900_000 };
+            const ctx = { net, registryHost: registryPort!.hostPort, image, stateRoot, imgstream: IMGSTREAM, runTimeoutMs: 900_000, cleanup: pc };
             if (scenario === 'imgstream-cached') {
               log(`  ${image.name} ${SCENARIO_LABELS[scenario]}: warm-up run to fill the layer cache`);
               await runScenario(ctx, scenario, 0);

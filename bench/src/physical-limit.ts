@@ -5,7 +5,7 @@ import { makeLab } from '../../test/helpers/containerd.ts';
 import type { BuiltImage } from './images/build-image.ts';
 import { totalCompressed, totalUncompressed } from './images/build-image.ts';
 import { dropCaches } from './scenarios/run-scenario.ts';
-import { Cleanup } from './util/cleanup.ts';
+import type { Cleanup } from './util/cleanup.ts';
 import { run } from './util/proc.ts';
 
 /** What the workload touches before READY, measured on a plain overlay of the image's rootfs. */
@@ -66,8 +66,8 @@ function timeToReady(argv: string[], timeoutMs: number): Promise<number> {
  * and /dev mounted), traced with `strace -f -e trace=openat,read,pread64`, after dropping the page
  * cache; then `fincore` on every file of the rootfs. Needs root.
  */
-export async function measureWorkingSet(image: BuiltImage): Promise<WorkingSet> {
-  const c = new Cleanup();
+export async function measureWorkingSet(image: BuiltImage, parent: Cleanup): Promise<WorkingSet> {
+  const c = parent.scope();
   try {
     const lab = await makeLab(c, 'imgstream-bench-ws-');
     const upper = join(lab.dir, 'upper');

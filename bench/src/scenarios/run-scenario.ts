@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { makeLab, startContainerd, type TestContainerd } from '../../../test/helpers/containerd.ts';
 import type { BuiltImage } from '../images/build-image.ts';
 import type { EmulatedNetwork } from '../net/emulated-network.ts';
-import { Cleanup } from '../util/cleanup.ts';
+import type { Cleanup } from '../util/cleanup.ts';
 import { netnsPath, run } from '../util/proc.ts';
 import { isReadAll, type RunResult, type ScenarioId, type StartImgstreamDaemon } from './types.ts';
 
@@ -18,6 +18,8 @@ export interface ScenarioContext {
   readonly imgstream?: StartImgstreamDaemon;
   /** Give up on one run after this long. */
   readonly runTimeoutMs: number;
+  /** The enclosing teardown stack (each run makes a nested one, so a signal stops it too). */
+  readonly cleanup: Cleanup;
 }
 
 /** The read-everything job: checksum every file of the rootfs with a bind-mounted static busybox. */
@@ -103,10 +105,10 @@ export async function runScenario(ctx: ScenarioContext, scenario: ScenarioId, in
 }
 
 async function runFullPull(ctx: ScenarioContext, readAll: boolean, index: number): Promise<RunResult> {
-  const c = new Cleanup();
+  const c = ctx.cleanup.scope();
   try {
     const lab = await makeLab(c, 'imgstream-bench-');
-    const ctd = await startContainerd(lab, { netns: netnsPath(ctx.net.nodeNs) });
+    const ctd = await startContainerd(lab, { netns: netnsPath(ctx.net.nodeNs), namespace: `imgstream-bench-${index}` });
     const ref = `${ctx.registryHost}/${ctx.image.name}:${ctx.image.tag}`;
     await dropCaches();
     await ctx.net.resetStats();
@@ -137,13 +139,13 @@ async function runImgstream(ctx: ScenarioContext, start: StartImgstreamDaemon, s
   const stateDir = join(ctx.stateRoot, `imgstream-${ctx.image.name}-${cached ? 'cached' : `cold-${index}`}`);
   if (!cached) await run(['rm', '-rf', stateDir]);
   await mkdir(stateDir, { recursive: true });
-  const c = new Cleanup();
+  const c = ctx.cleanup.scope();
   try {
     const lab = await makeLab(c, 'imgstream-bench-');
     const socketPath = join(lab.dir, 'imgstream.sock');
     const daemon = await start({ netnsPath: netnsPath(ctx.net.nodeNs), stateDir, socketPath, registryHost: ctx.registryHost, prefetch: scenario === 'imgstream-prefetch', cleanup: c });
     c.after(() => daemon.stop());
-    const ctd = await startContainerd(lab, { netns: netnsPath(ctx.net.nodeNs), proxySnapshotters: { [daemon.snapshotter]: socketPath } });
+    const ctd = await startContainerd(lab, { netns: netnsPath(ctx.net.nodeNs), namespace: `imgstream-bench-${index}`, proxySnapshotters: { [daemon.snapshotter]: socketPath } });
     const ref = `${ctx.registryHost}/${ctx.image.name}:${ctx.image.tag}`;
     await dropCaches();
     await ctx.net.resetStats();

@@ -11,6 +11,16 @@ export class Cleanup {
     this.fns.push(fn);
   }
 
+  /**
+   * A nested stack for a shorter-lived phase (one profile, one run): run it yourself when the phase
+   * ends; if this stack runs first (failure, signal), it runs the nested one too.
+   */
+  scope(): Cleanup {
+    const child = new Cleanup();
+    this.after(() => child.run());
+    return child;
+  }
+
   run(): Promise<void> {
     this.running ??= (async () => {
       while (this.fns.length > 0) {
