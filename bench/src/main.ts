@@ -1,9 +1,10 @@
 // The time-to-ready benchmark (issue #7). Run from the repository root:
-//   npm run bench -w bench -- [--quick] [--images a,b] [--profiles x,y] [--runs N] [--no-report]
+//   npm run bench -w bench -- [--quick] [--images a,b] [--profiles x,y] [--runs N] [--no-report] [--imgstream MODULE]
 // Needs root: network namespaces, tc, mounts, containerd, drop_caches.
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { buildImage, type BuiltImage } from './images/build-image.ts';
 import { imageByName, IMAGES } from './images/recipes.ts';
 import { EmulatedNetwork, leftovers } from './net/emulated-network.ts';
@@ -22,10 +23,19 @@ import { REPO_ROOT } from './util/proc.ts';
 export const CACHE_ROOT = process.env.IMGSTREAM_BENCH_CACHE ?? '/var/cache/imgstream-bench';
 
 /**
- * The imgstream daemon to benchmark. imgstreamd does not exist yet: when it does, set this to a
- * function that starts it (see `StartImgstreamDaemon`), and the imgstream scenarios run.
+ * The imgstream daemon to benchmark. imgstreamd does not exist yet, so by default there is none and
+ * the imgstream scenarios are reported as "not available". Plug it in with
+ * `--imgstream MODULE`: a module whose export `startImgstreamDaemon` is a `StartImgstreamDaemon`
+ * (bench/src/scenarios/types.ts), or set the default here once the daemon lands.
  */
-const IMGSTREAM: StartImgstreamDaemon | undefined = undefined;
+const DEFAULT_IMGSTREAM: StartImgstreamDaemon | undefined = undefined;
+
+async function loadImgstream(modulePath: string | null): Promise<StartImgstreamDaemon | undefined> {
+  if (modulePath === null) return DEFAULT_IMGSTREAM;
+  const mod = (await import(pathToFileURL(resolve(process.env.INIT_CWD ?? process.cwd(), modulePath)).href)) as { startImgstreamDaemon?: unknown };
+  if (typeof mod.startImgstreamDaemon !== 'function') throw new Error(`${modulePath} does not export a function startImgstreamDaemon`);
+  return mod.startImgstreamDaemon as StartImgstreamDaemon;
+}
 
 interface Options {
   quick: boolean;
@@ -33,6 +43,7 @@ interface Options {
   profiles: string[];
   runs: number;
   report: boolean;
+  imgstreamModule: string | null;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -43,6 +54,7 @@ function parseOptions(argv: string[]): Options {
     profiles: quick ? ['same-zone', 'cross-region'] : ['local', 'same-zone', 'cross-region'],
     runs: quick ? 2 : 5,
     report: true,
+    imgstreamModule: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -54,6 +66,9 @@ function parseOptions(argv: string[]): Options {
       i++;
     } else if (a === '--profiles' && v !== undefined) {
       o.profiles = v.split(',');
+      i++;
+    } else if (a === '--imgstream' && v !== undefined) {
+      o.imgstreamModule = v;
       i++;
     } else if (a === '--runs' && v !== undefined) {
       o.runs = Number(v);
@@ -69,6 +84,7 @@ const log = (s: string): void => console.log(`[${new Date().toISOString().slice(
 
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2));
+  const imgstream = await loadImgstream(options.imgstreamModule);
   if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (namespaces, tc, mounts, containerd)');
   const stale = await leftovers();
   if (stale.length > 0) log(`note: namespaces from an earlier run still exist: ${stale.join(', ')}`);
@@ -110,11 +126,11 @@ async function main(): Promise<void> {
         for (const image of images) {
           const perScenario: Partial<Record<ScenarioId, ScenarioResults>> = {};
           for (const scenario of SCENARIOS) {
-            if (scenario !== 'full-pull' && scenario !== 'full-pull-read-all' && IMGSTREAM === undefined) {
+            if (scenario !== 'full-pull' && scenario !== 'full-pull-read-all' && imgstream === undefined) {
               perScenario[scenario] = { status: 'not available', reason: 'imgstreamd does not exist yet', runs: [] };
               continue;
             }
-            const ctx = { net, registryHost: registryPort!.hostPort, image, stateRoot, imgstream: IMGSTREAM, runTimeoutMs: 900_000, cleanup: pc };
+            const ctx = { net, registryHost: registryPort!.hostPort, image, stateRoot, imgstream, runTimeoutMs: 900_000, cleanup: pc };
             if (scenario === 'imgstream-cached') {
               log(`  ${image.name} ${SCENARIO_LABELS[scenario]}: warm-up run to fill the layer cache`);
               await runScenario(ctx, scenario, 0);

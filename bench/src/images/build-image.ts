@@ -194,7 +194,8 @@ async function fillLayer(layer: LayerRecipe, ldir: string, first: boolean, place
   } else {
     for (const [path, content] of Object.entries(layer.files)) {
       await mkdir(dirname(join(ldir, path)), { recursive: true });
-      await writeFile(join(ldir, path), content);
+      if (typeof content === 'string') await writeFile(join(ldir, path), content);
+      else await run(['cp', '--preserve=mode', content.copyFrom, join(ldir, path)]);
     }
   }
   if (first) {

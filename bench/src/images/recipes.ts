@@ -13,7 +13,8 @@ export type LayerRecipe =
       readonly symlinks?: Readonly<Record<string, string>>;
     }
   | { readonly name: string; readonly npmProject: string; readonly into: string }
-  | { readonly name: string; readonly files: Readonly<Record<string, string>> };
+  /** Literal files: path -> content, or `{ copyFrom }` a host file (mode kept). */
+  | { readonly name: string; readonly files: Readonly<Record<string, string | { readonly copyFrom: string }>> };
 
 export interface ImageRecipe {
   readonly name: string;
