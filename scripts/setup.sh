@@ -12,6 +12,7 @@ APT_PACKAGES=(
   stargz-snapshotter # ctr-remote, for eStargz interop tests
   busybox-static    # a static binary to run in test containers
   zstd iproute2 apache2-utils
+  time              # GNU time: peak RSS of ctr in the time-to-ready benchmark's runner test
 )
 
 missing=()
