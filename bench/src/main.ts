@@ -1,7 +1,8 @@
 // The time-to-ready benchmark (issue #7). Run from the repository root:
 //   npm run bench -w bench -- [--quick] [--images a,b] [--profiles x,y] [--runs N] [--no-report] [--imgstream MODULE]
+//   npm run bench -w bench -- --report-only [RESULTS.json]   re-render docs/benchmarks.md from saved results
 // Needs root: network namespaces, tc, mounts, containerd, drop_caches.
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -83,6 +84,14 @@ function parseOptions(argv: string[]): Options {
 const log = (s: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
 
 async function main(): Promise<void> {
+  const reportOnly = process.argv.indexOf('--report-only');
+  if (reportOnly >= 0) {
+    // re-render the report from saved results (after changing report.ts), without running anything
+    const file = process.argv[reportOnly + 1] ?? join(REPO_ROOT, 'bench', 'results', 'time-to-ready.json');
+    const written = await writeReport(JSON.parse(await readFile(file, 'utf8')) as BenchResults, REPO_ROOT);
+    log(`report: ${written.join(', ')}`);
+    return;
+  }
   const options = parseOptions(process.argv.slice(2));
   const imgstream = await loadImgstream(options.imgstreamModule);
   if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (namespaces, tc, mounts, containerd)');
@@ -125,19 +134,26 @@ async function main(): Promise<void> {
         const results: ProfileResults = { profile, measured, qdisc: await net.qdisc(), images: {} };
         for (const image of images) {
           const perScenario: Partial<Record<ScenarioId, ScenarioResults>> = {};
+          const ctx = { net, registryHost: registryPort!.hostPort, image, stateRoot, imgstream, runTimeoutMs: 900_000, cleanup: pc };
+          const active: ScenarioId[] = [];
           for (const scenario of SCENARIOS) {
             if (scenario !== 'full-pull' && scenario !== 'full-pull-read-all' && imgstream === undefined) {
               perScenario[scenario] = { status: 'not available', reason: 'imgstreamd does not exist yet', runs: [] };
-              continue;
+            } else {
+              perScenario[scenario] = { status: 'ok', runs: [] };
+              active.push(scenario);
             }
-            const ctx = { net, registryHost: registryPort!.hostPort, image, stateRoot, imgstream, runTimeoutMs: 900_000, cleanup: pc };
-            if (scenario === 'imgstream-cached') {
-              log(`  ${image.name} ${SCENARIO_LABELS[scenario]}: warm-up run to fill the layer cache`);
-              await runScenario(ctx, scenario, 0);
-            }
-            const sr: ScenarioResults = { status: 'ok', runs: [] };
-            for (let i = 1; i <= options.runs; i++) {
+          }
+          // Runs are interleaved (a, d, a, d, ...) so that drifting background load hits every scenario alike.
+          for (let i = 1; i <= options.runs; i++) {
+            for (const scenario of active) {
+              const sr = perScenario[scenario]!;
+              if (sr.status !== 'ok') continue;
               try {
+                if (scenario === 'imgstream-cached' && i === 1) {
+                  log(`  ${image.name} ${SCENARIO_LABELS[scenario]}: warm-up run to fill the layer cache`);
+                  await runScenario(ctx, scenario, 0);
+                }
                 const r = await runScenario(ctx, scenario, i);
                 sr.runs.push(r);
                 log(`  ${image.name} ${SCENARIO_LABELS[scenario]} #${i}: pull ${(r.pullMs / 1000).toFixed(2)} s, ready ${(r.readyMs / 1000).toFixed(2)} s, ${(r.registryBytes / 1e6).toFixed(1)} MB from registry  [${r.output.split('\n')[0]}]`);
@@ -145,10 +161,8 @@ async function main(): Promise<void> {
                 sr.status = 'failed';
                 sr.reason = err instanceof Error ? err.message.slice(0, 2000) : String(err);
                 log(`  ${image.name} ${SCENARIO_LABELS[scenario]} #${i} FAILED: ${sr.reason}`);
-                break;
               }
             }
-            perScenario[scenario] = sr;
           }
           results.images[image.name] = perScenario;
         }
