@@ -55,7 +55,7 @@ class DelayedPipe {
     private readonly src: Socket,
     private readonly dst: Socket,
     private readonly delayMs: number,
-    private notBefore: number,
+    private readonly notBefore: number,
     private readonly maxQueuedBytes: number,
     private readonly count: (n: number) => void,
   ) {
@@ -133,7 +133,6 @@ class DelayedPipe {
     if (this.immediate !== null) clearImmediate(this.immediate);
     this.timer = null;
     this.immediate = null;
-    this.notBefore = 0;
   }
 }
 

@@ -84,13 +84,12 @@ function ctrArgv(ctd: TestContainerd, binary: string, args: string[]): string[] 
   return [...ctd.netnsPrefix, binary, '-a', ctd.address, '-n', ctd.namespace, ...args];
 }
 
-function runArgs(image: BuiltImage, ref: string, id: string, readAll: boolean, snapshotter: string | null): string[] {
+function runArgs(ref: string, id: string, readAll: boolean, snapshotter: string | null): string[] {
   const args = ['run', '--rm'];
   if (snapshotter !== null) args.push('--snapshotter', snapshotter);
   if (readAll) args.push('--mount', 'type=bind,src=/usr/bin/busybox,dst=/.imgstream-bench/busybox,options=rbind:ro');
   args.push(ref, id);
   if (readAll) args.push('/.imgstream-bench/busybox', 'sh', '-c', READ_ALL_SCRIPT);
-  void image;
   return args;
 }
 
@@ -116,7 +115,7 @@ async function runFullPull(ctx: ScenarioContext, readAll: boolean, index: number
     const t0 = performance.now();
     const pull = await timed(ctrArgv(ctd, 'ctr', ['images', 'pull', '--plain-http', ref]), t0, null, ctx.runTimeoutMs);
     const mark = readAll ? /READ-ALL-DONE/ : /READY/;
-    const runRes = await timed(ctrArgv(ctd, 'ctr', runArgs(ctx.image, ref, `bench-${index}`, readAll, null)), t0, mark, ctx.runTimeoutMs);
+    const runRes = await timed(ctrArgv(ctd, 'ctr', runArgs(ref, `bench-${index}`, readAll, null)), t0, mark, ctx.runTimeoutMs);
     if (runRes.markMs === null) throw new Error(`container never printed ${mark}: ${runRes.stdout}\n${runRes.stderr}`);
     const stats = await ctx.net.stats();
     return {
@@ -154,7 +153,7 @@ async function runImgstream(ctx: ScenarioContext, start: StartImgstreamDaemon, s
     const pullCmd = daemon.pullArgs?.(ref) ?? { binary: 'ctr-remote', args: ['images', 'rpull', '--plain-http', '--snapshotter', daemon.snapshotter, ref] };
     const pull = await timed(ctrArgv(ctd, pullCmd.binary, pullCmd.args), t0, null, ctx.runTimeoutMs);
     const mark = readAll ? /READ-ALL-DONE/ : /READY/;
-    const runRes = await timed(ctrArgv(ctd, 'ctr', runArgs(ctx.image, ref, `bench-${index}`, readAll, daemon.snapshotter)), t0, mark, ctx.runTimeoutMs);
+    const runRes = await timed(ctrArgv(ctd, 'ctr', runArgs(ref, `bench-${index}`, readAll, daemon.snapshotter)), t0, mark, ctx.runTimeoutMs);
     if (runRes.markMs === null) throw new Error(`container never printed ${mark}: ${runRes.stdout}\n${runRes.stderr}`);
     const stats = await ctx.net.stats();
     const rss: Record<string, number> = { containerd: await peakRss(ctd.pid), 'ctr pull': pull.maxRssBytes };
