@@ -277,10 +277,11 @@ export class ImgstreamFs {
     const fuse = this.fuse;
     if (fuse === undefined) return;
     const mountPoint = this.opts.mountPoint;
-    if (force) {
-      const m = await findMount(mountPoint).catch(() => undefined);
-      if (m !== undefined && m.fsType.startsWith('fuse')) await abortConnection(m.dev);
-    }
+    // Pending reads were answered above. Abort the kernel connection before fuse-native's unmount:
+    // its native unmount waits synchronously for the FUSE thread, which could otherwise still be
+    // inside a request and hang the event loop (seen in close() with a stalled read).
+    const m = await findMount(mountPoint).catch(() => undefined);
+    if (m !== undefined && m.fsType.startsWith('fuse')) await abortConnection(m.dev);
     try {
       await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
     } catch (cause) {
