@@ -66,6 +66,20 @@ export const defaults = Object.freeze({
     /** Largest PAX / GNU long-name extension payload in a tar, in bytes. */
     maxTarExtensionBytes: 1 << 20,
   }),
+  fuse: Object.freeze({
+    /** Where the imgstream FUSE filesystem is mounted (`layers/`, `images/`). */
+    mountPoint: '/run/imgstream/mnt',
+    /** How long one FUSE read may wait for its content before it fails with EIO, ms. */
+    readTimeoutMs: 30_000,
+    /** Largest read the kernel sends in one FUSE request, bytes (libfuse2 caps it at 128 KiB). */
+    maxReadBytes: 128 * 1024,
+    /** Kernel read-ahead window on the FUSE mount, bytes. */
+    maxReadaheadBytes: 1024 * 1024,
+    /** How long the kernel may cache attributes and directory entries of the (immutable) layers, ms. */
+    cacheTimeoutMs: 3_600_000,
+    /** How long mount() waits for an existing mount at the mount point to answer before treating it as stale, ms. */
+    staleCheckTimeoutMs: 5_000,
+  }),
   snapshotter: Object.freeze({
     /** Where the snapshotter keeps its metadata file and snapshot directories. */
     rootDir: '/var/lib/imgstream/snapshotter',

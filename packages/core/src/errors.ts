@@ -52,6 +52,10 @@ export const ErrorCode = Object.freeze({
   CLOSED: 'IMGSTREAM_CLOSED',
   /** The disk ran out of space. */
   DISK_FULL: 'IMGSTREAM_DISK_FULL',
+  /** FUSE cannot be used here: fuse-native, libfuse2 or /dev/fuse is missing. */
+  FUSE_UNAVAILABLE: 'IMGSTREAM_FUSE_UNAVAILABLE',
+  /** A filesystem could not be mounted or unmounted (mount point busy, missing, or the kernel refused). */
+  MOUNT_FAILED: 'IMGSTREAM_MOUNT_FAILED',
   /** No snapshot has the given key or name. */
   SNAPSHOT_NOT_FOUND: 'IMGSTREAM_SNAPSHOT_NOT_FOUND',
   /** A snapshot with the given key or name already exists (also: a remote layer is already there). */

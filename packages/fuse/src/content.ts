@@ -1,0 +1,28 @@
+import type { FileEntry, LayerIndex } from '@imgstream/core';
+
+/**
+ * What {@link ImgstreamFs} needs to serve one layer: its index (the file table) and a way to read
+ * the bytes of a regular file. The daemon wires this to core's block fetcher; tests use an
+ * in-memory source.
+ */
+export interface LayerContent {
+  /** The layer's index; its file table is what the layer directory shows. */
+  readonly index: LayerIndex;
+  /**
+   * Reads `length` bytes at `offset` of the regular file `entry` (an entry of `index` of type
+   * `file`; hard links are resolved to their target before this is called). `offset + length`
+   * never exceeds `entry.size`. Must resolve with exactly `length` bytes (anything else is
+   * reported as EIO), and should reject with `options.signal.reason` when the signal aborts.
+   */
+  read(entry: FileEntry, offset: number, length: number, options: { signal?: AbortSignal }): Promise<Uint8Array>;
+}
+
+/** Options of {@link ImgstreamFs.addLayer}. */
+export interface AddLayerOptions {
+  /**
+   * A local directory that holds the layer unpacked (the local layer cache once the layer is
+   * complete). When set, `images/` entries point to it instead of to the FUSE layer directory.
+   * Default: none (entries point to `layers/sha256=<hex>`).
+   */
+  localDir?: string;
+}
