@@ -158,7 +158,7 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
   }
 
   /** The mounts of an active or view snapshot. */
-  async mounts(key: string): Promise<SnapshotMount[]> {
+  async mounts(key: string, options: SignalOptions = {}): Promise<SnapshotMount[]> {
     const store = await this.#open_();
     const record = store.require(key);
     if (record.kind === 'committed') {
@@ -166,7 +166,7 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
         key,
       });
     }
-    return this.#mountsOf(store, key, record);
+    return this.#mountsOf(store, key, record, options.signal);
   }
 
   /** Commits the active snapshot `key` as `name`; its directory becomes the committed layer. */
@@ -267,8 +267,8 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
         await rm(renamed ? dir : tmp, { recursive: true, force: true }).catch(() => undefined);
         throw err;
       }
-      return this.#mountsOf(store, key, store.require(key));
-    });
+      return store.require(key);
+    }).then((record) => this.#mountsOf(store, key, record, signal));
   }
 
   /**
@@ -340,14 +340,25 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
     return decision;
   }
 
-  #mountsOf(store: SnapshotStore, key: string, record: SnapshotRecord): SnapshotMount[] {
+  async #mountsOf(store: SnapshotStore, key: string, record: SnapshotRecord, signal?: AbortSignal): Promise<SnapshotMount[]> {
+    const lowerDirs: string[] = [];
+    for (const { name, record: p } of store.parentChain(key)) lowerDirs.push(await this.#lowerDir(name, p, signal));
     return overlayMounts({
       kind: record.kind,
       upperDir: this.#upperDir(record.id),
       workDir: join(this.#snapshotDir(record.id), 'work'),
-      lowerDirs: store.parentChain(key).map(({ record: p }) => this.#contentDir(p)),
+      lowerDirs,
       overlayOptions: this.#overlayOptions,
     });
+  }
+
+  /** A parent's files: a remote layer's current directory (asked of the decider), else its own dir. */
+  async #lowerDir(name: string, record: SnapshotRecord, signal: AbortSignal | undefined): Promise<string> {
+    const recorded = this.#contentDir(record);
+    if (record.contentDir === undefined || this.#decider?.lowerDir === undefined) return recorded;
+    const dir = await this.#decider.lowerDir({ name, contentDir: record.contentDir, labels: record.labels }, { signal });
+    if (!isAbsolute(dir)) throw new ImgstreamError(ErrorCode.SNAPSHOT_INVALID_ARGUMENT, `decider returned a relative lower dir ${JSON.stringify(dir)}`, { key: name });
+    return dir;
   }
 
   async #open_(): Promise<SnapshotStore> {
