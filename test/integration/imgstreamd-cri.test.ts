@@ -1,0 +1,69 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { indexImage, parseReference, RegistryClient } from '@imgstream/core';
+import { SnapshotLabel } from '@imgstream/snapshotter';
+import { startRegistry } from '../helpers/registry.ts';
+import { pushTinyImage } from '../helpers/tiny-image.ts';
+import { makeLab, startContainerd } from '../helpers/containerd.ts';
+import { startImgstreamd } from '../helpers/imgstreamd.ts';
+import { criPullImage } from '../helpers/cri-client.ts';
+
+const chainIds = (diffIds: readonly string[]): string[] => {
+  const out: string[] = [];
+  for (const d of diffIds) {
+    const prev = out.at(-1);
+    out.push(prev === undefined ? d : `sha256:${createHash('sha256').update(`${prev} ${d}`).digest('hex')}`);
+  }
+  return out;
+};
+
+test("containerd's CRI PullImage (as the kubelet calls it) streams indexed layers through imgstreamd; unindexed layers fall back", { timeout: 200_000 }, async (t) => {
+  const registry = await startRegistry(t);
+  const layers = (tag: string) => [
+    { 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, 'etc/base.txt': `base of ${tag}\n` },
+    { 'etc/top.txt': `top of ${tag}\n` },
+  ];
+  const indexed = await pushTinyImage(t, registry.url, 'cri-indexed:1', layers('indexed'));
+  const plain = await pushTinyImage(t, registry.url, 'cri-plain:1', layers('plain'));
+  const client = new RegistryClient({ plainHttpLoopback: true });
+  t.after(() => client.close());
+  await indexImage(client, parseReference(indexed.ref));
+
+  const lab = await makeLab(t, 'imgstreamd-cri-');
+  const daemon = await startImgstreamd(lab);
+  const cri = `
+[plugins."io.containerd.grpc.v1.cri"]
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "imgstream"
+    disable_snapshot_annotations = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = ${JSON.stringify(join(lab.dir, 'cni', 'bin'))}
+    conf_dir = ${JSON.stringify(join(lab.dir, 'cni', 'conf'))}
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors.${JSON.stringify(registry.host)}]
+    endpoint = [${JSON.stringify(registry.url)}]
+`;
+  const ctd = await startContainerd(lab, { proxySnapshotters: { imgstream: daemon.socket }, namespace: 'k8s.io', criConfig: cri });
+
+  for (const [img, remote, tag] of [
+    [indexed, true, 'indexed'],
+    [plain, false, 'plain'],
+  ] as const) {
+    const imageRef = await criPullImage(ctd.address, img.ref);
+    assert.match(imageRef, /^sha256:[0-9a-f]{64}$/);
+    for (const [i, chain] of chainIds(img.diffIds).entries()) {
+      const s = JSON.parse((await ctd.ctr(['snapshots', '--snapshotter', 'imgstream', 'info', chain])).stdout) as { Kind: string; Labels?: Record<string, string> };
+      assert.equal(s.Kind, 'Committed');
+      assert.equal(s.Labels?.[SnapshotLabel.REMOTE], remote ? img.layerDigests[i] : undefined, `${img.ref} layer ${i}: ${JSON.stringify(s.Labels)}`);
+      if (remote) assert.equal(s.Labels?.[SnapshotLabel.CRI_LAYER_DIGEST], img.layerDigests[i], 'CRI annotations reached the snapshotter');
+    }
+    const run = await ctd.ctr(['run', '--rm', '--snapshotter', 'imgstream', img.ref, `cri-${tag}`, '/bin/busybox', 'cat', '/etc/base.txt', '/etc/top.txt'], { timeoutMs: 120_000 });
+    assert.equal(run.stdout, `base of ${tag}\ntop of ${tag}\n`);
+  }
+  const fallbacks = daemon.records().filter((r) => r.msg === 'layer is not streamed: containerd pulls it in full');
+  assert.deepEqual(
+    fallbacks.map((r) => `${String(r.image).split('/')[1]} ${String(r.code)}`),
+    ['cri-plain:1 IMGSTREAM_NOT_STREAMABLE', 'cri-plain:1 IMGSTREAM_NOT_STREAMABLE'],
+  );
+});
