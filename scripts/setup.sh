@@ -8,12 +8,11 @@ APT_PACKAGES=(
   docker-registry   # a real OCI registry (distribution 2.8) for tests and the demo
   containerd runc   # the container runtime imgstream plugs into
   libfuse2 fuse3    # fuse-native's libfuse2; fusermount3
-  attr              # getfattr/setfattr: xattr checks in the FUSE tests
   skopeo umoci      # image plumbing and ground truth in tests
   stargz-snapshotter # ctr-remote, for eStargz interop tests
   busybox-static    # a static binary to run in test containers
   zstd iproute2 apache2-utils
-  attr              # setfattr/getfattr: layer xattrs and overlay opaque markers in the layer cache
+  attr              # setfattr/getfattr: layer xattrs, overlay opaque markers, xattr checks in tests
 )
 
 missing=()

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { indexImage, parseReference, RegistryClient } from '@imgstream/core';
+import type { LayerEntry } from '../helpers/tiny-image.ts';
 import { SnapshotLabel } from '@imgstream/snapshotter';
 import { startRegistry } from '../helpers/registry.ts';
 import { pushTinyImage } from '../helpers/tiny-image.ts';
@@ -24,7 +25,7 @@ test('imgstreamd with a real containerd: indexed gzip, eStargz and unindexed ima
   const registry = await startRegistry(t);
   // 3 MiB of incompressible data in the top layer, so reads cross several zran spans
   const big = randomBytes(3 * 1024 * 1024).toString('base64');
-  const layers = (tag: string) => [
+  const layers = (tag: string): Array<Record<string, LayerEntry>> => [
     { 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, 'etc/base.txt': `base of ${tag}\n`, tmp: { dir: true } },
     { 'etc/top.txt': `top of ${tag}\n`, 'data/big.txt': big },
   ];

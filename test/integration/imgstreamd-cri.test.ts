@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { indexImage, parseReference, RegistryClient } from '@imgstream/core';
 import { SnapshotLabel } from '@imgstream/snapshotter';
 import { startRegistry } from '../helpers/registry.ts';
-import { pushTinyImage } from '../helpers/tiny-image.ts';
+import { pushTinyImage, type LayerEntry } from '../helpers/tiny-image.ts';
 import { makeLab, startContainerd } from '../helpers/containerd.ts';
 import { startImgstreamd } from '../helpers/imgstreamd.ts';
 import { criPullImage } from '../helpers/cri-client.ts';
@@ -21,7 +21,7 @@ const chainIds = (diffIds: readonly string[]): string[] => {
 
 test("containerd's CRI PullImage (as the kubelet calls it) streams indexed layers through imgstreamd; unindexed layers fall back", { timeout: 200_000 }, async (t) => {
   const registry = await startRegistry(t);
-  const layers = (tag: string) => [
+  const layers = (tag: string): Array<Record<string, LayerEntry>> => [
     { 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, 'etc/base.txt': `base of ${tag}\n` },
     { 'etc/top.txt': `top of ${tag}\n` },
   ];
