@@ -24,6 +24,8 @@ export interface TestImgstreamd {
   metrics(): Promise<string>;
   /** pid of the current child with that name, from the supervisor's `started` records. */
   childPid(name: 'fuse-server' | 'snapshotter'): number;
+  /** SIGTERM and wait; resolves with the exit code. */
+  stop(): Promise<number | null>;
 }
 
 /**
@@ -69,14 +71,16 @@ export async function startImgstreamd(lab: Lab, extraArgs: string[] = []): Promi
       }
     }
   });
-  lab.defer(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const stop = async (): Promise<number | null> => {
+    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    await exited;
+    const code = await exited;
     clearTimeout(timer);
-  });
+    return code;
+  };
+  lab.defer(stop);
   const waitFor: TestImgstreamd['waitFor'] = async (pred, options = {}) => {
     const deadline = Date.now() + (options.timeoutMs ?? 30_000);
     for (;;) {
@@ -101,6 +105,7 @@ export async function startImgstreamd(lab: Lab, extraArgs: string[] = []): Promi
     log: () => raw,
     waitFor,
     metrics: async () => (await fetch(metricsUrl)).text(),
+    stop,
     childPid(name) {
       const started = records.filter((r) => r.msg === 'started' && r.child === name).at(-1);
       if (started === undefined) throw new Error(`no ${name} started`);

@@ -2,6 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { indexImage, parseReference, RegistryClient } from '@imgstream/core';
 import type { LayerEntry } from '../helpers/tiny-image.ts';
 import { SnapshotLabel } from '@imgstream/snapshotter';
@@ -95,11 +97,18 @@ test('imgstreamd with a real containerd: indexed gzip, eStargz and unindexed ima
   const background = Number(/imgstream_fetched_bytes_total\{kind="background"\} (\d+)/.exec(metrics)?.[1] ?? 0);
   assert.ok(onDemand + background > 3_000_000, `fetched ${onDemand} on demand + ${background} in background`);
 
+  // Once layers are downloaded, new containers get the local cache dirs as lower dirs (decided
+  // at Mounts time), not the FUSE views.
+  for (const layer of indexed.layerDigests) await daemon.waitFor((r) => r.msg === 'layer downloaded: new containers use the local copy' && r.layer === layer);
   // A long-running container on the indexed image; kill -9 the snapshotter under it.
   await ctd.ctr(['run', '-d', '--snapshotter', 'imgstream', indexed.ref, 'long', '/bin/busybox', 'sleep', '600']);
   const read = async (id: string) =>
     (await ctd.ctr(['tasks', 'exec', '--exec-id', id, 'long', '/bin/busybox', 'sh', '-c', script], { timeoutMs: 60_000 })).stdout;
   assert.equal(await read('e1'), expectOut('indexed'));
+  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+  const lowers = [...mountinfo.matchAll(/lowerdir=([^,\s]+)/g)].map((m) => m[1]!).filter((l) => l.includes(daemon.layerCacheDir) || l.includes(daemon.mountPoint));
+  const expectLower = [...indexed.layerDigests].reverse().map((d) => join(daemon.layerCacheDir, d.replace(':', '='))).join(':');
+  assert.ok(lowers.includes(expectLower), `overlay of the long container uses the local layer dirs: ${JSON.stringify(lowers)}`);
   const oldPid = daemon.childPid('snapshotter');
   const mark = daemon.records().length;
   process.kill(oldPid, 'SIGKILL');
@@ -128,4 +137,13 @@ test('imgstreamd with a real containerd: indexed gzip, eStargz and unindexed ima
     if (!/long\s+\d+\s+RUNNING/.test(ls.stdout)) break;
     await sleep(100);
   }
+  await ctd.ctr(['tasks', 'delete', 'long']).catch(() => undefined);
+  await ctd.ctr(['containers', 'rm', 'long']);
+
+  // Graceful shutdown: SIGTERM stops both children; the FUSE server unmounts.
+  assert.ok((await readFile('/proc/self/mountinfo', 'utf8')).includes(` ${daemon.mountPoint} `), 'FUSE mounted while running');
+  assert.equal(await daemon.stop(), 0, daemon.log().slice(-3000));
+  assert.ok(!(await readFile('/proc/self/mountinfo', 'utf8')).includes(` ${daemon.mountPoint} `), 'FUSE unmounted after SIGTERM');
+  assert.ok(daemon.records().some((r) => r.msg === 'FUSE server stopped'));
+  assert.ok(daemon.records().some((r) => r.msg === 'snapshotter stopped'));
 });

@@ -39,6 +39,8 @@ interface FlagSpec {
   readonly def: unknown;
   readonly parse: (v: string) => unknown;
   readonly boolean?: boolean;
+  /** The default as written on the command line, when it differs from `def`. */
+  readonly shown?: string;
 }
 
 const str = (v: string): string => v;
@@ -84,11 +86,11 @@ export const FLAGS: readonly FlagSpec[] = [
   { flag: 'snapshotter_root', key: 'snapshotterRoot', help: 'snapshot metadata and directories', def: defaults.snapshotter.rootDir, parse: str },
   { flag: 'layer_cache_dir', key: 'layerCacheDir', help: 'local cache of downloaded layers', def: e.layerCacheDir, parse: str },
   { flag: 'images_in_use_db_path', key: 'imagesInUsePath', help: 'images-in-use database (GC)', def: e.imagesInUsePath, parse: str },
-  { flag: 'max_content_cache_size_mb', key: 'maxContentCacheBytes', help: 'in-memory content cache bound, MiB', def: e.maxContentCacheBytes, parse: (v) => int(v) * 1024 * 1024 },
+  { flag: 'max_content_cache_size_mb', key: 'maxContentCacheBytes', help: 'in-memory content cache bound, MiB', def: e.maxContentCacheBytes, parse: (v) => int(v) * 1024 * 1024, shown: String(e.maxContentCacheBytes / 1024 / 1024) },
   { flag: 'max_read_blocks', key: 'maxReadBlocks', help: 'blocks fetched per read round', def: e.maxReadBlocks, parse: int },
-  { flag: 'max_read_ahead', key: 'readAheadBytes', help: 'sequential read-ahead (bytes, or 1MiB, 512KiB)', def: e.readAheadBytes, parse: parseBytes },
+  { flag: 'max_read_ahead', key: 'readAheadBytes', help: 'sequential read-ahead (bytes, or 1MiB, 512KiB)', def: e.readAheadBytes, parse: parseBytes, shown: `${e.readAheadBytes / 1024 / 1024}MiB` },
   { flag: 'max_layer_downloads', key: 'maxLayerDownloads', help: 'background layer downloads at once', def: e.maxLayerDownloads, parse: int },
-  { flag: 'gc_period', key: 'gcPeriodMs', help: 'garbage collection period (3m, 30s, ...)', def: e.gcPeriodMs, parse: parseDurationMs },
+  { flag: 'gc_period', key: 'gcPeriodMs', help: 'garbage collection period (3m, 30s, ...)', def: e.gcPeriodMs, parse: parseDurationMs, shown: `${e.gcPeriodMs / 60_000}m` },
   {
     flag: 'enable_prefetching',
     key: 'enablePrefetching',

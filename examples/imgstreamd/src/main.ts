@@ -8,7 +8,8 @@ import { supervise } from './supervisor.js';
 function addFlags(cmd: Command): Command {
   cmd.option('--config <file>', 'JSON file of flags (keys are the flag names); flags given here win');
   for (const f of FLAGS) {
-    const shown = f.def === undefined ? '' : ` (default: ${Array.isArray(f.def) ? f.def.join(',') || 'none' : String(f.def)})`;
+    const value = f.shown ?? (Array.isArray(f.def) ? f.def.join(',') || 'none' : String(f.def));
+    const shown = f.def === undefined ? '' : ` (default: ${value})`;
     cmd.addOption(new Option(f.boolean ? `--${f.flag} [bool]` : `--${f.flag} <value>`, `${f.help}${shown}`));
   }
   return cmd;
