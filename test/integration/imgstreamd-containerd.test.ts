@@ -140,6 +140,16 @@ test('imgstreamd with a real containerd: indexed gzip, eStargz and unindexed ima
   await ctd.ctr(['tasks', 'delete', 'long']).catch(() => undefined);
   await ctd.ctr(['containers', 'rm', 'long']);
 
+  // The FUSE server crashes: the supervisor restarts it (the stale mount is replaced), the
+  // snapshotter re-opens layers through it on the next Mounts, new containers start.
+  const fuseMark = daemon.records().length;
+  const oldFusePid = daemon.childPid('fuse-server');
+  process.kill(oldFusePid, 'SIGKILL');
+  await daemon.waitFor((r) => r.msg === 'control socket listening', { from: fuseMark, timeoutMs: 30_000 });
+  assert.notEqual(daemon.childPid('fuse-server'), oldFusePid);
+  const afterFuse = await ctd.ctr(['run', '--rm', '--snapshotter', 'imgstream', esgzRef, 'after-fuse-restart', '/bin/busybox', 'sh', '-c', script], { timeoutMs: 120_000 });
+  assert.equal(afterFuse.stdout, expectOut('esgz'));
+
   // Graceful shutdown: SIGTERM stops both children; the FUSE server unmounts.
   assert.ok((await readFile('/proc/self/mountinfo', 'utf8')).includes(` ${daemon.mountPoint} `), 'FUSE mounted while running');
   assert.equal(await daemon.stop(), 0, daemon.log().slice(-3000));

@@ -62,6 +62,7 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
       if (state.localDir !== undefined) fs.setLayerLocalDir(digest, state.localDir);
       if (!imagesAdded.has(layer.imageKey)) {
         imagesAdded.add(layer.imageKey);
+        log.info({ image: req.imageRef, manifest: layer.manifestDigest, layers: layer.imageLayers.length }, 'image is backed by image streaming');
         fs.addImage(req.imageRef, layer.manifestDigest, layer.imageLayers);
       }
       return { remote: true, dir: fs.layerPath(digest), imageKey: layer.imageKey, manifestDigest: layer.manifestDigest, format: layer.format };

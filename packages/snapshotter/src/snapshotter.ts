@@ -241,6 +241,9 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
   async #create(kind: 'active' | 'view', key: string, parent: string, labels: Readonly<Record<string, string>>, signal?: AbortSignal): Promise<SnapshotMount[]> {
     const store = await this.#open_();
     signal?.throwIfAborted();
+    // a remote parent's files may have moved (downloaded, or re-attached after a restart)
+    const parentRecord = parent !== '' ? store.get(parent) : undefined;
+    const parentDir = parentRecord !== undefined ? await this.#lowerDir(parent, parentRecord, signal) : undefined;
     return this.#exclusive(async () => {
       store.checkCreate(key, parent);
       const id = store.allocateId();
@@ -254,7 +257,7 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
         if (kind === 'active') await mkdir(join(tmp, 'work'), { mode: 0o711 });
         if (parent !== '') {
           const p = store.require(parent);
-          const st = await stat(this.#contentDir(p));
+          const st = await stat(parentDir ?? this.#contentDir(p));
           await chown(join(tmp, 'fs'), st.uid, st.gid);
         }
         await rename(tmp, dir);
