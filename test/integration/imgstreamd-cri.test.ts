@@ -9,6 +9,7 @@ import { pushTinyImage, type LayerEntry } from '../helpers/tiny-image.ts';
 import { makeLab, startContainerd } from '../helpers/containerd.ts';
 import { startImgstreamd } from '../helpers/imgstreamd.ts';
 import { criPullImage } from '../helpers/cri-client.ts';
+import { startKubeApiServer } from '../helpers/kube-api-server.ts';
 
 const chainIds = (diffIds: readonly string[]): string[] => {
   const out: string[] = [];
@@ -19,7 +20,7 @@ const chainIds = (diffIds: readonly string[]): string[] => {
   return out;
 };
 
-test("containerd's CRI PullImage (as the kubelet calls it) streams indexed layers through imgstreamd; unindexed layers fall back", { timeout: 200_000 }, async (t) => {
+test("containerd's CRI PullImage (as the kubelet calls it) streams indexed layers through imgstreamd; unindexed layers fall back; Kubernetes events say so", { timeout: 200_000 }, async (t) => {
   const registry = await startRegistry(t);
   const layers = (tag: string): Array<Record<string, LayerEntry>> => [
     { 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, 'etc/base.txt': `base of ${tag}\n` },
@@ -32,7 +33,9 @@ test("containerd's CRI PullImage (as the kubelet calls it) streams indexed layer
   await indexImage(client, parseReference(indexed.ref));
 
   const lab = await makeLab(t, 'imgstreamd-cri-');
-  const daemon = await startImgstreamd(lab);
+  // --event_reporter_type k8s: events land on a local Kubernetes API server
+  const kube = await startKubeApiServer(t);
+  const daemon = await startImgstreamd(lab, ['--event_reporter_type=k8s', `--k8s_kubeconfig=${kube.kubeconfigPath}`, '--k8s_node_name=node-a']);
   const cri = `
 [plugins."io.containerd.grpc.v1.cri"]
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -61,6 +64,12 @@ test("containerd's CRI PullImage (as the kubelet calls it) streams indexed layer
     const run = await ctd.ctr(['run', '--rm', '--snapshotter', 'imgstream', img.ref, `cri-${tag}`, '/bin/busybox', 'cat', '/etc/base.txt', '/etc/top.txt'], { timeoutMs: 120_000 });
     assert.equal(run.stdout, `base of ${tag}\ntop of ${tag}\n`);
   }
+  await kube.waitFor(() => kube.events().length >= 2, 'an ImageStreaming and a fallback event', 20_000);
+  const events = kube.events().map((e) => `${e.type} ${e.reason} ${e.message}`);
+  assert.ok(events.some((e) => e.startsWith('Normal ImageStreaming') && e.includes(indexed.ref)), JSON.stringify(events));
+  assert.ok(events.some((e) => e.startsWith('Warning StreamingFallbackNoIndex') && e.includes(plain.ref) && e.includes(plain.layerDigests[0]!)), JSON.stringify(events));
+  assert.deepEqual(kube.violations, []);
+  await kube.waitFor(() => kube.node('node-a')?.metadata?.labels?.['imgstream.dev/image-streaming'] === 'true', 'node label', 20_000);
   const fallbacks = daemon.records().filter((r) => r.msg === 'layer is not streamed: containerd pulls it in full');
   assert.deepEqual(
     fallbacks.map((r) => `${String(r.image).split('/')[1]} ${String(r.code)}`),
