@@ -95,6 +95,9 @@ export interface ImageStreamerEvents {
   error: (err: unknown) => void;
 }
 
+/** How long the layers of an image named by tag (no manifest digest) are reused before resolving the tag again. */
+const TAG_TTL_MS = 60_000;
+
 const diag = {
   streamed: channel('core:layer-streamed'),
   fallback: channel('core:layer-fallback'),
@@ -116,8 +119,8 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
   readonly imagesInUse: ImagesInUseStore;
   readonly gc: GarbageCollector;
   readonly #backgroundDownloads: boolean;
-  /** image key (`ref@manifest`) -> its opened layers */
-  readonly #images = new Map<string, Promise<{ image: ResolvedImage; layers: OpenedLayer[] }>>();
+  /** image reference -> its opened layers (references by tag are resolved again after TAG_TTL_MS) */
+  readonly #images = new Map<string, { promise: Promise<{ image: ResolvedImage; layers: OpenedLayer[] }>; byTag: boolean; atMs: number }>();
   readonly #layers = new Map<Digest, StreamedLayer>();
   readonly #downloadBytes = new Map<Digest, number>();
   readonly #controller = new AbortController();
@@ -275,17 +278,22 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
     const ref = request.manifestDigest !== undefined && isDigest(request.manifestDigest) ? withDigest(parsed, request.manifestDigest) : parsed;
     const key = formatReference(ref);
     let entry = this.#images.get(key);
+    if (entry !== undefined && entry.byTag && Date.now() - entry.atMs > TAG_TTL_MS) entry = undefined;
     if (entry === undefined) {
       // shared by every layer of the image; not bound to one caller's signal
       const call = { signal: this.#controller.signal };
-      entry = (async () => {
+      const promise = (async () => {
         const image = await this.registry.resolveImage(ref, call);
         return { image, layers: await openImageLayers(this.registry, ref, image, call) };
       })();
-      this.#images.set(key, entry);
-      entry.catch(() => this.#images.delete(key));
+      const created = { promise, byTag: ref.digest === undefined, atMs: Date.now() };
+      entry = created;
+      this.#images.set(key, created);
+      promise.catch(() => {
+        if (this.#images.get(key) === created) this.#images.delete(key);
+      });
     }
-    return raceSignal(entry, signal);
+    return raceSignal(entry.promise, signal);
   }
 
   #download(layer: StreamedLayer, image: ResolvedImage, opened: OpenedLayer): void {
