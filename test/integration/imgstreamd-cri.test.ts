@@ -28,9 +28,13 @@ test("containerd's CRI PullImage (as the kubelet calls it) streams indexed layer
   ];
   const indexed = await pushTinyImage(t, registry.url, 'cri-indexed:1', layers('indexed'));
   const plain = await pushTinyImage(t, registry.url, 'cri-plain:1', layers('plain'));
+  // the same layer twice and an empty layer: distinct chain IDs over one FUSE layer view
+  const dup = await pushTinyImage(t, registry.url, 'cri-dup:1', [...layers('dup'), {}, layers('dup')[1]!]);
+  assert.equal(dup.layerDigests[1], dup.layerDigests[3]);
   const client = new RegistryClient({ plainHttpLoopback: true });
   t.after(() => client.close());
   await indexImage(client, parseReference(indexed.ref));
+  await indexImage(client, parseReference(dup.ref));
 
   const lab = await makeLab(t, 'imgstreamd-cri-');
   // --event_reporter_type k8s: events land on a local Kubernetes API server
@@ -52,13 +56,14 @@ test("containerd's CRI PullImage (as the kubelet calls it) streams indexed layer
   for (const [img, remote, tag] of [
     [indexed, true, 'indexed'],
     [plain, false, 'plain'],
+    [dup, true, 'dup'],
   ] as const) {
     const imageRef = await criPullImage(ctd.address, img.ref);
     assert.match(imageRef, /^sha256:[0-9a-f]{64}$/);
     for (const [i, chain] of chainIds(img.diffIds).entries()) {
       const s = JSON.parse((await ctd.ctr(['snapshots', '--snapshotter', 'imgstream', 'info', chain])).stdout) as { Kind: string; Labels?: Record<string, string> };
       assert.equal(s.Kind, 'Committed');
-      assert.equal(s.Labels?.[SnapshotLabel.REMOTE], remote ? img.layerDigests[i] : undefined, `${img.ref} layer ${i}: ${JSON.stringify(s.Labels)}`);
+      assert.equal(s.Labels?.[SnapshotLabel.REMOTE], remote ? img.layerDigests[i] : undefined, `${img.ref} layer ${i}: ${JSON.stringify(s.Labels)}\n${daemon.log().slice(-6000)}`);
       if (remote) assert.equal(s.Labels?.[SnapshotLabel.CRI_LAYER_DIGEST], img.layerDigests[i], 'CRI annotations reached the snapshotter');
     }
     const run = await ctd.ctr(['run', '--rm', '--snapshotter', 'imgstream', img.ref, `cri-${tag}`, '/bin/busybox', 'cat', '/etc/base.txt', '/etc/top.txt'], { timeoutMs: 120_000 });

@@ -345,7 +345,13 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
 
   async #mountsOf(store: SnapshotStore, key: string, record: SnapshotRecord, signal?: AbortSignal): Promise<SnapshotMount[]> {
     const lowerDirs: string[] = [];
-    for (const { name, record: p } of store.parentChain(key)) lowerDirs.push(await this.#lowerDir(name, p, signal));
+    for (const { name, record: p } of store.parentChain(key)) {
+      // A layer that occurs twice in an image is one remote directory; overlayfs refuses a lower
+      // dir given twice (ELOOP). Keeping only its topmost occurrence gives the same tree: the upper
+      // copy re-applies every file, whiteout and opaque dir of the lower one.
+      const dir = await this.#lowerDir(name, p, signal);
+      if (!lowerDirs.includes(dir)) lowerDirs.push(dir);
+    }
     return overlayMounts({
       kind: record.kind,
       upperDir: this.#upperDir(record.id),
