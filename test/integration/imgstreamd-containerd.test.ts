@@ -150,6 +150,14 @@ test('imgstreamd with a real containerd: indexed gzip, eStargz and unindexed ima
   const afterFuse = await ctd.ctr(['run', '--rm', '--snapshotter', 'imgstream', esgzRef, 'after-fuse-restart', '/bin/busybox', 'sh', '-c', script], { timeoutMs: 120_000 });
   assert.equal(afterFuse.stdout, expectOut('esgz'));
 
+  // Removing an image: containerd's GC removes its snapshots; the last remote one releases the
+  // image in the images-in-use database (its layers become GC candidates).
+  await ctd.ctr(['images', 'rm', '--sync', esgzRef]);
+  const released = await daemon.waitFor((r) => r.msg === 'image released' && String(r.image).startsWith(`${esgzRef}@sha256:`), { timeoutMs: 30_000 });
+  assert.equal(released.released, true);
+  const inUse = JSON.parse(await readFile(join(lab.dir, 'imgstreamd', 'images-in-use.json'), 'utf8')) as { images: Array<{ key: string }> };
+  assert.deepEqual(inUse.images.map((i) => i.key.split('@')[0]), [indexed.ref]);
+
   // Graceful shutdown: SIGTERM stops both children; the FUSE server unmounts.
   assert.ok((await readFile('/proc/self/mountinfo', 'utf8')).includes(` ${daemon.mountPoint} `), 'FUSE mounted while running');
   assert.equal(await daemon.stop(), 0, daemon.log().slice(-3000));
