@@ -13,6 +13,7 @@ APT_PACKAGES=(
   busybox-static    # a static binary to run in test containers
   zstd iproute2 apache2-utils
   attr              # setfattr/getfattr: layer xattrs, overlay opaque markers, xattr checks in tests
+  time              # GNU time: peak RSS of ctr in the time-to-ready benchmark's runner test
 )
 
 missing=()

@@ -60,12 +60,22 @@ export interface ContainerdOptions {
    * tables). Default: the CRI plugin is disabled.
    */
   criConfig?: string;
+  /**
+   * Network namespace to run containerd and `ctr` in, as a path (e.g. `/run/netns/NAME`): they are
+   * started through `nsenter --net=PATH` (not `ip netns exec`, which remounts /sys and hides the
+   * cgroup tree runc needs). Default: the current one.
+   */
+  netns?: string;
 }
 
 export interface TestContainerd {
   /** containerd's gRPC socket. */
   readonly address: string;
   readonly namespace: string;
+  /** containerd's pid (for RSS measurements). */
+  readonly pid: number;
+  /** The argv prefix that runs a command in containerd's network namespace (empty without `netns`). */
+  readonly netnsPrefix: readonly string[];
   /**
    * Runs `ctr -a ADDRESS -n NAMESPACE ...args` (or `binary`, e.g. `ctr-remote`); rejects with
    * stdout and stderr on failure.
@@ -113,7 +123,12 @@ ${options.criConfig ?? ''}`;
   await exec('mkdir', ['-p', base]);
   const configPath = join(base, 'config.toml');
   await writeFile(configPath, config);
-  const child = spawn('containerd', ['--config', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const prefix = options.netns === undefined ? [] : ['nsenter', `--net=${options.netns}`, '--'];
+  const inNs = (argv: string[]): [string, string[]] => {
+    const all = [...prefix, ...argv];
+    return [all[0]!, all.slice(1)];
+  };
+  const child = spawn(...inNs(['containerd', '--config', configPath]), { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr?.on('data', (d: Buffer) => {
     log = (log + d.toString()).slice(-20_000);
@@ -121,7 +136,7 @@ ${options.criConfig ?? ''}`;
 
   const ctr: TestContainerd['ctr'] = async (args, opts = {}) => {
     try {
-      return await exec(opts.binary ?? 'ctr', ['-a', address, '-n', namespace, ...args], { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 * 1024 * 1024 });
+      return await exec(...inNs([opts.binary ?? 'ctr', '-a', address, '-n', namespace, ...args]), { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 * 1024 * 1024 });
     } catch (err) {
       const e = err as Error & { stderr?: string; stdout?: string };
       throw new Error(`ctr ${args.join(' ')} failed: ${e.message}\nstdout: ${e.stdout ?? ''}\nstderr: ${e.stderr ?? ''}`);
@@ -154,7 +169,7 @@ ${options.criConfig ?? ''}`;
       await sleep(100);
     }
   }
-  return { address, namespace, ctr, log: () => log };
+  return { address, namespace, pid: child.pid!, netnsPrefix: prefix, ctr, log: () => log };
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {
