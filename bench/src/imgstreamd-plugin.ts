@@ -41,6 +41,8 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
     `--plain_http_registries=${ctx.registryHost}`,
     '--log_formatter=json',
     ...(ctx.prefetch ? ['--enable_prefetching'] : []),
+    // extra daemon flags for experiments, e.g. IMGSTREAMD_ARGS='--background_downloads=false'
+    ...(process.env.IMGSTREAMD_ARGS ?? '').split(/\s+/).filter(Boolean),
   ];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';

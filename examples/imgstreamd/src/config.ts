@@ -16,6 +16,7 @@ export interface DaemonConfig {
   maxReadBlocks: number;
   readAheadBytes: number;
   maxLayerDownloads: number;
+  backgroundDownloads: boolean;
   gcPeriodMs: number;
   enablePrefetching: boolean;
   logLevel: string;
@@ -90,6 +91,14 @@ export const FLAGS: readonly FlagSpec[] = [
   { flag: 'max_read_blocks', key: 'maxReadBlocks', help: 'blocks fetched per read round', def: e.maxReadBlocks, parse: int },
   { flag: 'max_read_ahead', key: 'readAheadBytes', help: 'sequential read-ahead (bytes, or 1MiB, 512KiB)', def: e.readAheadBytes, parse: parseBytes, shown: `${e.readAheadBytes / 1024 / 1024}MiB` },
   { flag: 'max_layer_downloads', key: 'maxLayerDownloads', help: 'background layer downloads at once', def: e.maxLayerDownloads, parse: int },
+  {
+    flag: 'background_downloads',
+    key: 'backgroundDownloads',
+    help: 'download streamed layers in the background into the layer cache (false: stream only, for diagnosis)',
+    def: true,
+    parse: bool,
+    boolean: true,
+  },
   { flag: 'gc_period', key: 'gcPeriodMs', help: 'garbage collection period (3m, 30s, ...)', def: e.gcPeriodMs, parse: parseDurationMs, shown: `${e.gcPeriodMs / 60_000}m` },
   {
     flag: 'enable_prefetching',

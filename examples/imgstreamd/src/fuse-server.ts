@@ -27,6 +27,7 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
     readAheadBytes: config.readAheadBytes,
     maxLayerDownloads: config.maxLayerDownloads,
     gcPeriodMs: config.gcPeriodMs,
+    backgroundDownloads: config.backgroundDownloads,
   });
   await streamer.ready();
   const fs = new ImgstreamFs({ mountPoint: config.mountPoint });
