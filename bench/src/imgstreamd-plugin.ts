@@ -5,7 +5,7 @@
 // `imgstream index --plain-http REF` after pushing them) or be eStargz; otherwise every layer falls
 // back to a full pull.
 import { spawn } from 'node:child_process';
-import { access } from 'node:fs/promises';
+import { access, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -25,6 +25,9 @@ async function freePort(): Promise<number> {
 
 export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise<ImgstreamDaemon> {
   const d = (p: string) => join(ctx.stateDir, p);
+  // The runner starts a fresh containerd for every run: snapshot metadata of an earlier run would
+  // collide with its keys. The layer cache and the images-in-use database are kept (imgstream-cached).
+  await rm(d('snapshotter'), { recursive: true, force: true });
   const metricsPort = await freePort(); // loopback of the node namespace: the port is free there too
   const argv = [
     'nsenter',
