@@ -108,9 +108,9 @@ export const defaults = Object.freeze({
     maxLayerDownloads: 3,
     /**
      * A streamed layer's background download starts once no on-demand read has happened for this
-     * long, in ms, so a container's start-up reads do not compete with downloads for CPU.
+     * long, in ms (0: at once). Experimental, off by default: see docs/engine.md.
      */
-    downloadQuietMs: 1_000,
+    downloadQuietMs: 0,
     /** Size of one range request of a background layer download: 8 MiB. */
     downloadChunkBytes: 8 * 1024 * 1024,
     /** Local layer cache directory (GKE `layer_cache_dir`). */

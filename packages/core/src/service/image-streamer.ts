@@ -36,7 +36,7 @@ export interface ImageStreamerOptions {
   /**
    * A layer's background download starts once no on-demand read (of any layer) has happened for
    * this long, in ms: start-up reads do not compete with downloads for CPU (decompression, unpack).
-   * Default `defaults.engine.downloadQuietMs` (1 s). 0 starts downloads at once.
+   * Default `defaults.engine.downloadQuietMs` (0: downloads start at once). Experimental.
    */
   downloadQuietMs?: number;
   /** The images-in-use database file. Default `defaults.engine.imagesInUsePath`. */
