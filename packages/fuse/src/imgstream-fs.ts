@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdir, realpath } from 'node:fs/promises';
 import { basename, dirname, resolve as resolvePath } from 'node:path';
-import { ErrorCode, defaults, ImgstreamError, channel, invalidOption, parseDigest, publish } from '@imgstream/core';
+import { abortable, ErrorCode, defaults, ImgstreamError, channel, invalidOption, parseDigest, publish } from '@imgstream/core';
 import type { Digest } from '@imgstream/core';
 import type { AddLayerOptions, LayerContent } from './content.js';
 import { Errno, errnoOf } from './errno.js';
@@ -584,7 +584,7 @@ export class ImgstreamFs {
       );
     }, this.opts.readTimeoutMs);
     try {
-      const bytes = await untilAborted(file.layer.content.read(entry, pos, want, { signal: ac.signal }), ac.signal);
+      const bytes = await abortable(file.layer.content.read(entry, pos, want, { signal: ac.signal }), ac.signal);
       if (bytes.length !== want) {
         throw new ImgstreamError(ErrorCode.CORRUPT_DATA, `content source returned ${bytes.length} bytes of ${entry.path}, expected ${want}`, {
           digest: file.layer.digest,
@@ -601,27 +601,6 @@ export class ImgstreamFs {
   }
 }
 
-/** Settles like `p`, or rejects with `signal.reason` as soon as the signal aborts (a stuck source cannot hang a read). */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    p.catch(() => undefined);
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
-}
 
 /**
  * fuse-native's Fuse with our mount options and xattr handlers: its own xattr callbacks do not
