@@ -92,7 +92,7 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
     // Before stopping, let the background downloads finish (they start once start-up reads go
     // quiet), so the layer cache is complete for the imgstream-cached scenario.
     async stop() {
-      const deadline = Date.now() + 20_000;
+      const deadline = Date.now() + 120_000;
       while (child.exitCode === null && Date.now() < deadline) {
         const text = await metrics().catch(() => '');
         const remote = Number(/imgstream_layers_total\{decision="remote",reason=""\} (\d+)/.exec(text)?.[1] ?? 0);
