@@ -12,7 +12,8 @@ import { EmulatedNetwork, leftovers } from './net/emulated-network.ts';
 import { describeProfile, profileByName } from './net/profiles.ts';
 import { formatMeasurement, measureProfile, PROBE_PORT, startProbeServer } from './net/verify.ts';
 import { measureWorkingSet } from './physical-limit.ts';
-import { pushImage, REGISTRY_PORT, startBenchRegistry } from './registry/bench-registry.ts';
+import { indexImageForImgstream, pushImage, REGISTRY_PORT, startBenchRegistry } from './registry/bench-registry.ts';
+import { startImgstreamDaemon } from './imgstreamd-plugin.ts';
 import { collectEnvironment, type BenchResults, type ProfileResults, type ScenarioResults } from './results.ts';
 import { writeReport } from './report.ts';
 import { runScenario } from './scenarios/run-scenario.ts';
@@ -24,12 +25,12 @@ import { REPO_ROOT } from './util/proc.ts';
 export const CACHE_ROOT = process.env.IMGSTREAM_BENCH_CACHE ?? '/var/cache/imgstream-bench';
 
 /**
- * The imgstream daemon to benchmark. imgstreamd does not exist yet, so by default there is none and
- * the imgstream scenarios are reported as "not available". Plug it in with
+ * The imgstream daemon to benchmark: imgstreamd through `src/imgstreamd-plugin.ts` (images are
+ * indexed with `imgstream index` after they are pushed). Another one can be plugged in with
  * `--imgstream MODULE`: a module whose export `startImgstreamDaemon` is a `StartImgstreamDaemon`
- * (bench/src/scenarios/types.ts), or set the default here once the daemon lands.
+ * (bench/src/scenarios/types.ts). imgstreamd has no prefetch yet: that scenario is "not available".
  */
-const DEFAULT_IMGSTREAM: StartImgstreamDaemon | undefined = undefined;
+const DEFAULT_IMGSTREAM: StartImgstreamDaemon | undefined = startImgstreamDaemon;
 
 async function loadImgstream(modulePath: string | null): Promise<StartImgstreamDaemon | undefined> {
   if (modulePath === null) return DEFAULT_IMGSTREAM;
@@ -131,6 +132,7 @@ async function main(): Promise<void> {
         const measured = await measureProfile(net, probePort!.port);
         log(`  verified: ${formatMeasurement(measured)}`);
         for (const image of images) await pushImage(net, image);
+        if (imgstream !== undefined) for (const image of images) await indexImageForImgstream(net, image);
         const results: ProfileResults = { profile, measured, qdisc: await net.qdisc(), images: {} };
         for (const image of images) {
           const perScenario: Partial<Record<ScenarioId, ScenarioResults>> = {};
@@ -139,6 +141,8 @@ async function main(): Promise<void> {
           for (const scenario of SCENARIOS) {
             if (scenario !== 'full-pull' && scenario !== 'full-pull-read-all' && imgstream === undefined) {
               perScenario[scenario] = { status: 'not available', reason: 'imgstreamd does not exist yet', runs: [] };
+            } else if (scenario === 'imgstream-prefetch' && imgstream === DEFAULT_IMGSTREAM) {
+              perScenario[scenario] = { status: 'not available', reason: 'imgstreamd does not implement prefetch yet', runs: [] };
             } else {
               perScenario[scenario] = { status: 'ok', runs: [] };
               active.push(scenario);

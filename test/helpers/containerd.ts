@@ -56,6 +56,11 @@ export interface ContainerdOptions {
   /** Namespace for ctr commands. Default: `imgstream-test-<random>` (runc keeps state per namespace). */
   namespace?: string;
   /**
+   * Enable containerd's CRI plugin with this extra TOML (its `[plugins."io.containerd.grpc.v1.cri"…]`
+   * tables). Default: the CRI plugin is disabled.
+   */
+  criConfig?: string;
+  /**
    * Network namespace to run containerd and `ctr` in, as a path (e.g. `/run/netns/NAME`): they are
    * started through `nsenter --net=PATH` (not `ip netns exec`, which remounts /sys and hides the
    * cgroup tree runc needs). Default: the current one.
@@ -95,7 +100,7 @@ export async function startContainerd(lab: Lab, options: ContainerdOptions = {})
   const config = `version = 2
 root = ${JSON.stringify(join(base, 'root'))}
 state = ${JSON.stringify(join(base, 'state'))}
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+disabled_plugins = [${options.criConfig === undefined ? '"io.containerd.grpc.v1.cri", ' : ''}"io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 
 [grpc]
   address = ${JSON.stringify(address)}
@@ -113,7 +118,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 [plugins."io.containerd.internal.v1.opt"]
   path = ${JSON.stringify(join(base, 'opt'))}
 
-${proxies}`;
+${proxies}
+${options.criConfig ?? ''}`;
   await exec('mkdir', ['-p', base]);
   const configPath = join(base, 'config.toml');
   await writeFile(configPath, config);

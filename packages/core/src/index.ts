@@ -111,3 +111,5 @@ export { indexImage, layerIndexKind, openImageLayers } from './index/image-index
 export type { IndexImageOptions, IndexImageProgress, IndexImageResult, LayerIndexKind, OpenedLayer } from './index/image-indexes.js';
 export { MergedTree } from './index/merged-tree.js';
 export type { MergedEntry } from './index/merged-tree.js';
+export { ImageStreamer } from './service/image-streamer.js';
+export type { ImageStreamerEvents, ImageStreamerOptions, LayerRequest, LayerState, StreamedLayer } from './service/image-streamer.js';

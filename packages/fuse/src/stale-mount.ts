@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { access, stat, writeFile } from 'node:fs/promises';
+import { access, statfs, writeFile } from 'node:fs/promises';
 import { ErrorCode, ImgstreamError } from '@imgstream/core';
 import { findMount } from './mount-table.js';
 import type { MountRecord } from './mount-table.js';
@@ -66,8 +66,10 @@ async function probeMount(mountPoint: string, timeoutMs: number): Promise<string
   const timeout = new Promise<string>((resolve) => {
     timer = setTimeout(() => resolve('ETIMEDOUT'), timeoutMs);
   });
-  // fs.promises.stat runs on the libuv pool, not on the event loop, so a hung server cannot block us.
-  const probe = stat(mountPoint).then(
+  // fs.promises.statfs runs on the libuv pool, not on the event loop, so a hung server cannot block
+  // us. statfs always reaches the server; stat may be answered from the kernel's attribute cache
+  // (attr_timeout) even after the server died.
+  const probe = statfs(mountPoint).then(
     () => 'alive',
     (err: NodeJS.ErrnoException) => err.code ?? 'EIO',
   );

@@ -11,6 +11,6 @@ export type { FieldLookup, Filter } from './store/filters.js';
 export type { SnapshotInfo, SnapshotKind, SnapshotMount, SnapshotUsage } from './snapshot-info.js';
 export { parseLayerLabels, SnapshotLabel } from './labels.js';
 export type { LayerLabels } from './labels.js';
-export type { RemoteSnapshotDecider, RemoteSnapshotDecision, RemoteSnapshotRequest } from './remote/remote-snapshot-decider.js';
+export type { RemoteSnapshotDecider, RemoteSnapshotDecision, RemoteSnapshotInfo, RemoteSnapshotRequest } from './remote/remote-snapshot-decider.js';
 export { grpcStatusByErrorCode } from './grpc/status.js';
 export { SNAPSHOTS_SERVICE, snapshotsPackageDefinition, WireKind } from './grpc/proto.js';

@@ -157,7 +157,7 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
   }
 
   /** The mounts of an active or view snapshot. */
-  async mounts(key: string): Promise<SnapshotMount[]> {
+  async mounts(key: string, options: SignalOptions = {}): Promise<SnapshotMount[]> {
     const store = await this.#open_();
     const record = store.require(key);
     if (record.kind === 'committed') {
@@ -165,7 +165,7 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
         key,
       });
     }
-    return this.#mountsOf(store, key, record);
+    return this.#mountsOf(store, key, record, options.signal);
   }
 
   /** Commits the active snapshot `key` as `name`; its directory becomes the committed layer. */
@@ -240,6 +240,9 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
   async #create(kind: 'active' | 'view', key: string, parent: string, labels: Readonly<Record<string, string>>, signal?: AbortSignal): Promise<SnapshotMount[]> {
     const store = await this.#open_();
     signal?.throwIfAborted();
+    // a remote parent's files may have moved (downloaded, or re-attached after a restart)
+    const parentRecord = parent !== '' ? store.get(parent) : undefined;
+    const parentDir = parentRecord !== undefined ? await this.#lowerDir(parent, parentRecord, signal) : undefined;
     return this.#exclusive(async () => {
       store.checkCreate(key, parent);
       const id = store.allocateId();
@@ -253,7 +256,7 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
         if (kind === 'active') await mkdir(join(tmp, 'work'), { mode: 0o711 });
         if (parent !== '') {
           const p = store.require(parent);
-          const st = await stat(this.#contentDir(p));
+          const st = await stat(parentDir ?? this.#contentDir(p));
           await chown(join(tmp, 'fs'), st.uid, st.gid);
         }
         await rename(tmp, dir);
@@ -266,8 +269,8 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
         await rm(renamed ? dir : tmp, { recursive: true, force: true }).catch(() => undefined);
         throw err;
       }
-      return this.#mountsOf(store, key, store.require(key));
-    });
+      return store.require(key);
+    }).then((record) => this.#mountsOf(store, key, record, signal));
   }
 
   /**
@@ -339,14 +342,31 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
     return decision;
   }
 
-  #mountsOf(store: SnapshotStore, key: string, record: SnapshotRecord): SnapshotMount[] {
+  async #mountsOf(store: SnapshotStore, key: string, record: SnapshotRecord, signal?: AbortSignal): Promise<SnapshotMount[]> {
+    const lowerDirs: string[] = [];
+    for (const { name, record: p } of store.parentChain(key)) {
+      // A layer that occurs twice in an image is one remote directory; overlayfs refuses a lower
+      // dir given twice (ELOOP). Keeping only its topmost occurrence gives the same tree: the upper
+      // copy re-applies every file, whiteout and opaque dir of the lower one.
+      const dir = await this.#lowerDir(name, p, signal);
+      if (!lowerDirs.includes(dir)) lowerDirs.push(dir);
+    }
     return overlayMounts({
       kind: record.kind,
       upperDir: this.#upperDir(record.id),
       workDir: join(this.#snapshotDir(record.id), 'work'),
-      lowerDirs: store.parentChain(key).map(({ record: p }) => this.#contentDir(p)),
+      lowerDirs,
       overlayOptions: this.#overlayOptions,
     });
+  }
+
+  /** A parent's files: a remote layer's current directory (asked of the decider), else its own dir. */
+  async #lowerDir(name: string, record: SnapshotRecord, signal: AbortSignal | undefined): Promise<string> {
+    const recorded = this.#contentDir(record);
+    if (record.contentDir === undefined || this.#decider?.lowerDir === undefined) return recorded;
+    const dir = await this.#decider.lowerDir({ name, contentDir: record.contentDir, labels: record.labels }, { signal });
+    if (!isAbsolute(dir)) throw new ImgstreamError(ErrorCode.SNAPSHOT_INVALID_ARGUMENT, `decider returned a relative lower dir ${JSON.stringify(dir)}`, { key: name });
+    return dir;
   }
 
   async #open_(): Promise<SnapshotStore> {

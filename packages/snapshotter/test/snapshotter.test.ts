@@ -96,3 +96,40 @@ test('concurrent Prepares of one layer share one decider call; it is aborted onl
   assert.equal(seenSignals[1]!.reason, r2);
   await assert.rejects(s.stat('chain-b'), { code: ErrorCode.SNAPSHOT_NOT_FOUND });
 });
+
+test("a decider's lowerDir moves a remote layer's files at Mounts time (FUSE view -> local cache dir)", async (t) => {
+  const dir = await tempDir(t, 'imgstream-snap-');
+  const fuseView = join(dir, 'fuse-view');
+  const localDir = join(dir, 'local');
+  await mkdir(fuseView);
+  await mkdir(localDir);
+  let complete = false;
+  const asked: string[] = [];
+  const decider: RemoteSnapshotDecider = {
+    decide: async () => ({ remote: true, contentDir: fuseView }),
+    lowerDir: async (snap) => {
+      asked.push(`${snap.name} ${snap.contentDir} ${snap.labels[SnapshotLabel.REMOTE]}`);
+      return complete ? localDir : snap.contentDir;
+    },
+  };
+  const s = new Snapshotter({ rootDir: join(dir, 'root'), remoteSnapshotDecider: decider, overlayIndexOff: false });
+  t.after(() => s.close());
+  const labels = { [SnapshotLabel.TARGET_REF]: 'chain-1', [SnapshotLabel.STARGZ_LAYER_DIGEST]: `sha256:${'a'.repeat(64)}`, [SnapshotLabel.STARGZ_IMAGE_REF]: 'r/x:1' };
+  await assert.rejects(s.prepare('extract-1', '', { labels }), { code: ErrorCode.SNAPSHOT_ALREADY_EXISTS });
+  // a view of one layer binds it; an active snapshot above it overlays it
+  const [view] = await s.view('v1', 'chain-1');
+  assert.equal(view!.source, fuseView);
+  complete = true;
+  const [active] = await s.prepare('c1', 'chain-1');
+  assert.ok(active!.options.includes(`lowerdir=${localDir}`), JSON.stringify(active));
+  const again = await s.mounts('v1');
+  assert.equal(again[0]!.source, localDir);
+  // asked for View v1, Prepare c1 (its parent's dir, and its mounts) and Mounts v1
+  assert.ok(asked.length >= 3, String(asked.length));
+  assert.ok(asked.every((a) => a === `chain-1 ${fuseView} sha256:${'a'.repeat(64)}`), JSON.stringify(asked));
+  // a decider whose lowerDir fails fails the call (no silent fallback to a dead mount)
+  decider.lowerDir = async () => {
+    throw new Error('fuse server down');
+  };
+  await assert.rejects(s.mounts('c1'), /fuse server down/);
+});

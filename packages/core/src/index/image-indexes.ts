@@ -83,7 +83,8 @@ export async function indexImage(client: RegistryClient, ref: ImageReference, op
     const kind = layerIndexKind(layer);
     const progress = (state: IndexImageProgress['state'], bytesRead: number, indexBytes?: number) =>
       options.onProgress?.({ layer: i, digest: layer.digest, kind, state, bytesRead, size: layer.size, ...(indexBytes !== undefined ? { indexBytes } : {}) });
-    if (kind !== 'zran' && kind !== 'raw') {
+    // a layer that occurs twice in the image is indexed once (the artifact holds one index per digest)
+    if ((kind !== 'zran' && kind !== 'raw') || layers.findIndex((l) => l.digest === layer.digest) !== i) {
       progress('skipped', 0);
       return undefined;
     }
@@ -108,7 +109,10 @@ export async function indexImage(client: RegistryClient, ref: ImageReference, op
     return { layerDigest: layer.digest, format: kind, bytes };
   });
   const indexed = built.filter((b): b is IndexArtifactLayer => b !== undefined);
-  const summary = layers.map((l, i) => ({ digest: l.digest, kind: layerIndexKind(l), ...(built[i] !== undefined ? { indexBytes: built[i].bytes.byteLength } : {}) }));
+  const summary = layers.map((l) => {
+    const own = built[layers.findIndex((o) => o.digest === l.digest)];
+    return { digest: l.digest, kind: layerIndexKind(l), ...(own !== undefined ? { indexBytes: own.bytes.byteLength } : {}) };
+  });
   if (indexed.length === 0) return { image, artifactDigest: undefined, alreadyIndexed: false, layers: summary };
   const artifact = buildIndexArtifact({ mediaType: image.mediaType, digest: image.digest, size: image.manifestBytes.byteLength }, indexed);
   const existing = await client.referrers(ref, image.digest, { ...call, artifactType: INDEX_ARTIFACT_TYPE });

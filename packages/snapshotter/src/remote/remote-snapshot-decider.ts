@@ -39,4 +39,20 @@ export type RemoteSnapshotDecision =
  */
 export interface RemoteSnapshotDecider {
   decide(request: RemoteSnapshotRequest, options: { signal?: AbortSignal }): Promise<RemoteSnapshotDecision>;
+  /**
+   * Optional: where the files of a committed remote snapshot are now, asked whenever mounts above
+   * it are computed (Prepare, View, Mounts). Lets a layer switch from its FUSE view to its local
+   * cache directory once downloaded, and re-attaches layers after a restart. Default: the
+   * `contentDir` recorded at commit. A rejection fails the call.
+   */
+  lowerDir?(snapshot: RemoteSnapshotInfo, options: { signal?: AbortSignal }): Promise<string>;
+}
+
+/** A committed remote snapshot, as {@link RemoteSnapshotDecider.lowerDir} sees it. */
+export interface RemoteSnapshotInfo {
+  readonly name: string;
+  /** The directory recorded when it was committed. */
+  readonly contentDir: string;
+  /** Its labels (the Prepare's, plus imgstream's remote label). */
+  readonly labels: Readonly<Record<string, string>>;
 }

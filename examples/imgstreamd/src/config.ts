@@ -1,0 +1,160 @@
+import { readFile } from 'node:fs/promises';
+import { isAbsolute } from 'node:path';
+import { defaults, invalidOption } from '@imgstream/core';
+
+/** The resolved configuration of both processes (flags override the --config file). */
+export interface DaemonConfig {
+  mountPoint: string;
+  /** The snapshotter's gRPC socket (containerd's proxy plugin address). */
+  socket: string;
+  /** The FUSE server's control socket (HTTP/JSON), used by the snapshotter. */
+  controlSocket: string;
+  snapshotterRoot: string;
+  layerCacheDir: string;
+  imagesInUsePath: string;
+  maxContentCacheBytes: number;
+  maxReadBlocks: number;
+  readAheadBytes: number;
+  maxLayerDownloads: number;
+  backgroundDownloads: boolean;
+  gcPeriodMs: number;
+  enablePrefetching: boolean;
+  logLevel: string;
+  logFormatter: 'text' | 'json';
+  plainHttpRegistries: string[];
+  plainHttpLoopback: boolean;
+  dockerConfig: string | undefined;
+  hostsDir: string | undefined;
+  /** `host:port` of the Prometheus endpoint; '' disables it. */
+  metricsAddress: string;
+  eventReporterType: 'none' | 'k8s';
+  k8sNodeName: string | undefined;
+  k8sKubeconfig: string | undefined;
+}
+
+/** One flag: GKE's name where there is one, its default, and how its text is parsed. */
+interface FlagSpec {
+  readonly flag: string;
+  readonly key: keyof DaemonConfig;
+  readonly help: string;
+  readonly def: unknown;
+  readonly parse: (v: string) => unknown;
+  readonly boolean?: boolean;
+  /** The default as written on the command line, when it differs from `def`. */
+  readonly shown?: string;
+}
+
+const str = (v: string): string => v;
+const list = (v: string): string[] => v.split(',').map((s) => s.trim()).filter(Boolean);
+const bool = (v: string): boolean => {
+  if (/^(1|true|yes|on)$/i.test(v)) return true;
+  if (/^(0|false|no|off)$/i.test(v)) return false;
+  throw new Error(`not a boolean: ${v}`);
+};
+const int = (v: string): number => {
+  if (!/^[0-9]+$/.test(v)) throw new Error(`not a non-negative integer: ${v}`);
+  return Number(v);
+};
+
+/** Bytes: `1048576`, `512KiB`, `1MiB`, `1MB`, `2GiB`. */
+export function parseBytes(v: string): number {
+  const m = /^([0-9]+)\s*(B|KB|KiB|K|MB|MiB|M|GB|GiB|G)?$/i.exec(v.trim());
+  if (m === null) throw new Error(`not a size: ${v}`);
+  const unit = (m[2] ?? 'B').toLowerCase();
+  const mult: Record<string, number> = { b: 1, k: 1024, kib: 1024, kb: 1000, m: 1 << 20, mib: 1 << 20, mb: 1e6, g: 2 ** 30, gib: 2 ** 30, gb: 1e9 };
+  return Number(m[1]) * mult[unit]!;
+}
+
+/** Durations the Go way: `3m`, `30s`, `1h30m`, `500ms`; a bare number is milliseconds. */
+export function parseDurationMs(v: string): number {
+  if (/^[0-9]+$/.test(v)) return Number(v);
+  const re = /([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)/g;
+  let total = 0;
+  let consumed = 0;
+  for (const m of v.matchAll(re)) {
+    total += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+    consumed += m[0].length;
+  }
+  if (consumed !== v.length || consumed === 0) throw new Error(`not a duration: ${v}`);
+  return Math.round(total);
+}
+
+const e = defaults.engine;
+export const FLAGS: readonly FlagSpec[] = [
+  { flag: 'mount_point', key: 'mountPoint', help: 'where the FUSE filesystem is mounted', def: defaults.fuse.mountPoint, parse: str },
+  { flag: 'socket', key: 'socket', help: "the snapshotter's gRPC socket (containerd proxy_plugins address)", def: '/run/imgstream/snapshotter.sock', parse: str },
+  { flag: 'control_socket', key: 'controlSocket', help: 'the control socket between the snapshotter and the FUSE server', def: '/run/imgstream/control.sock', parse: str },
+  { flag: 'snapshotter_root', key: 'snapshotterRoot', help: 'snapshot metadata and directories', def: defaults.snapshotter.rootDir, parse: str },
+  { flag: 'layer_cache_dir', key: 'layerCacheDir', help: 'local cache of downloaded layers', def: e.layerCacheDir, parse: str },
+  { flag: 'images_in_use_db_path', key: 'imagesInUsePath', help: 'images-in-use database (GC)', def: e.imagesInUsePath, parse: str },
+  { flag: 'max_content_cache_size_mb', key: 'maxContentCacheBytes', help: 'in-memory content cache bound, MiB', def: e.maxContentCacheBytes, parse: (v) => int(v) * 1024 * 1024, shown: String(e.maxContentCacheBytes / 1024 / 1024) },
+  { flag: 'max_read_blocks', key: 'maxReadBlocks', help: 'blocks fetched per read round', def: e.maxReadBlocks, parse: int },
+  { flag: 'max_read_ahead', key: 'readAheadBytes', help: 'sequential read-ahead (bytes, or 1MiB, 512KiB)', def: e.readAheadBytes, parse: parseBytes, shown: `${e.readAheadBytes / 1024 / 1024}MiB` },
+  { flag: 'max_layer_downloads', key: 'maxLayerDownloads', help: 'background layer downloads at once', def: e.maxLayerDownloads, parse: int },
+  {
+    flag: 'background_downloads',
+    key: 'backgroundDownloads',
+    help: 'download streamed layers in the background into the layer cache (false: stream only, for diagnosis)',
+    def: true,
+    parse: bool,
+    boolean: true,
+  },
+  { flag: 'gc_period', key: 'gcPeriodMs', help: 'garbage collection period (3m, 30s, ...)', def: e.gcPeriodMs, parse: parseDurationMs, shown: `${e.gcPeriodMs / 60_000}m` },
+  {
+    flag: 'enable_prefetching',
+    key: 'enablePrefetching',
+    help: 'accepted for compatibility; prefetch reports are not implemented yet, so this has no effect',
+    def: false,
+    parse: bool,
+    boolean: true,
+  },
+  { flag: 'log_level', key: 'logLevel', help: 'trace|debug|info|warn|error', def: 'info', parse: str },
+  { flag: 'log_formatter', key: 'logFormatter', help: 'text|json', def: 'text', parse: (v) => oneOf(v, ['text', 'json']) },
+  { flag: 'plain_http_registries', key: 'plainHttpRegistries', help: 'registry hosts (host:port, comma-separated) reached over plain HTTP', def: [], parse: list },
+  { flag: 'plain_http_loopback', key: 'plainHttpLoopback', help: 'reach loopback registries over plain HTTP', def: false, parse: bool, boolean: true },
+  { flag: 'docker_config', key: 'dockerConfig', help: 'registry credentials: a Docker config.json', def: undefined, parse: str },
+  { flag: 'hosts_dir', key: 'hostsDir', help: 'registry mirrors: a containerd hosts dir (certs.d, hosts.toml)', def: undefined, parse: str },
+  { flag: 'metrics_address', key: 'metricsAddress', help: "Prometheus /metrics address (host:port, '' disables)", def: '127.0.0.1:9880', parse: str },
+  { flag: 'event_reporter_type', key: 'eventReporterType', help: 'none|k8s (Kubernetes events and node label)', def: 'none', parse: (v) => oneOf(v, ['none', 'k8s']) },
+  { flag: 'k8s_node_name', key: 'k8sNodeName', help: 'Node name for events (default: $NODE_NAME)', def: undefined, parse: str },
+  { flag: 'k8s_kubeconfig', key: 'k8sKubeconfig', help: 'kubeconfig path (default: in-cluster)', def: undefined, parse: str },
+];
+
+function oneOf(v: string, allowed: string[]): string {
+  if (!allowed.includes(v)) throw new Error(`must be one of ${allowed.join('|')}, got ${v}`);
+  return v;
+}
+
+/**
+ * Resolves the configuration: defaults, then the JSON `--config` file (keys are the flag names),
+ * then flags. Throws IMGSTREAM_INVALID_OPTION naming the flag.
+ */
+export async function resolveConfig(flags: Readonly<Record<string, unknown>>, configFile?: string): Promise<DaemonConfig> {
+  let file: Record<string, unknown> = {};
+  if (configFile !== undefined) {
+    try {
+      file = JSON.parse(await readFile(configFile, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw invalidOption('config', `cannot read ${configFile}: ${(err as Error).message}`);
+    }
+    for (const k of Object.keys(file)) if (!FLAGS.some((f) => f.flag === k)) throw invalidOption('config', `unknown key ${JSON.stringify(k)} in ${configFile}`);
+  }
+  const out: Record<string, unknown> = {};
+  for (const f of FLAGS) {
+    const raw = flags[f.flag] ?? file[f.flag];
+    if (raw === undefined) {
+      out[f.key] = f.def;
+      continue;
+    }
+    try {
+      out[f.key] = typeof raw === 'string' ? f.parse(raw) : Array.isArray(raw) ? raw.map(String) : typeof raw === 'boolean' || typeof raw === 'number' ? (f.boolean ? Boolean(raw) : f.parse(String(raw))) : f.parse(String(raw));
+    } catch (err) {
+      throw invalidOption(f.flag, (err as Error).message);
+    }
+  }
+  const config = out as unknown as DaemonConfig;
+  for (const k of ['mountPoint', 'socket', 'controlSocket', 'snapshotterRoot', 'layerCacheDir', 'imagesInUsePath'] as const) {
+    if (!isAbsolute(config[k])) throw invalidOption(FLAGS.find((f) => f.key === k)!.flag, `must be an absolute path, got ${config[k]}`);
+  }
+  return config;
+}

@@ -1,0 +1,109 @@
+import type { Server } from 'node:http';
+import { DockerConfigCredentials, ImageStreamer, RegistryClient, isImgstreamError, loadHostsDir, type Digest } from '@imgstream/core';
+import { ImgstreamFs, fetcherLayerContent } from '@imgstream/fuse';
+import type { DaemonConfig } from './config.js';
+import { listenControl, type LayerRef, type LowerDirReply, type OpenLayerReply } from './control.js';
+import { startEventReporting } from './k8s.js';
+import type { Logger } from './logger.js';
+import { DaemonMetrics } from './metrics.js';
+
+/**
+ * The FUSE server process: owns the ImageStreamer (fetcher, caches, downloader, GC) and the
+ * ImgstreamFs mount, and answers the snapshotter on the control socket.
+ */
+export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<{ close(): Promise<void> }> {
+  const registry = new RegistryClient({
+    insecureRegistries: config.plainHttpRegistries,
+    plainHttpLoopback: config.plainHttpLoopback,
+    ...(config.dockerConfig !== undefined ? { credentials: new DockerConfigCredentials({ path: config.dockerConfig }) } : {}),
+    ...(config.hostsDir !== undefined ? { mirrors: await loadHostsDir(config.hostsDir) } : {}),
+  });
+  const streamer = new ImageStreamer({
+    registry,
+    layerCacheDir: config.layerCacheDir,
+    imagesInUsePath: config.imagesInUsePath,
+    maxContentCacheBytes: config.maxContentCacheBytes,
+    maxReadBlocks: config.maxReadBlocks,
+    readAheadBytes: config.readAheadBytes,
+    maxLayerDownloads: config.maxLayerDownloads,
+    gcPeriodMs: config.gcPeriodMs,
+    backgroundDownloads: config.backgroundDownloads,
+  });
+  await streamer.ready();
+  const fs = new ImgstreamFs({ mountPoint: config.mountPoint });
+  await fs.mount();
+  log.info({ mountPoint: config.mountPoint, layerCacheDir: config.layerCacheDir }, 'FUSE filesystem mounted');
+  if (config.enablePrefetching) log.warn('--enable_prefetching is accepted but prefetch is not implemented yet: no effect');
+
+  streamer.on('layer-streamed', (e) => log.info({ image: e.imageRef, layer: e.layerDigest, format: e.format, files: e.files }, 'layer is streamed'));
+  streamer.on('layer-fallback', (e) => log.warn({ image: e.imageRef, layer: e.layerDigest, code: e.code, reason: e.reason }, 'layer is not streamed: containerd pulls it in full'));
+  streamer.on('layer-complete', (e) => {
+    log.info({ layer: e.layerDigest, dir: e.dir, bytes: e.bytes, durationMs: Math.round(e.durationMs) }, 'layer downloaded: new containers use the local copy');
+    if (fs.listLayers().includes(e.layerDigest)) fs.setLayerLocalDir(e.layerDigest, e.dir);
+  });
+  streamer.on('download-failed', (e) => log.warn({ layer: e.layerDigest, err: String((e.error as Error)?.message ?? e.error) }, 'background download failed; reads keep streaming'));
+  streamer.on('gc', (r) => r.removed.length > 0 && log.info({ removed: r.removed }, 'garbage collection removed layers'));
+  streamer.on('error', (err) => log.error({ err: String(err) }, 'engine error'));
+
+  const metrics = new DaemonMetrics(streamer);
+  let metricsServer: Server | undefined;
+  if (config.metricsAddress !== '') {
+    metricsServer = await metrics.listen(config.metricsAddress);
+    log.info({ address: config.metricsAddress }, 'metrics on /metrics');
+  }
+  const reporting = await startEventReporting(config, streamer, log);
+
+  const imagesAdded = new Set<string>();
+  const attach = async (req: LayerRef): Promise<OpenLayerReply> => {
+    try {
+      const layer = await streamer.openLayer(req);
+      const digest = layer.digest;
+      if (!fs.listLayers().includes(digest)) fs.addLayer(digest, fetcherLayerContent(streamer.fetcher, layer));
+      const state = streamer.layerState(digest);
+      if (state.localDir !== undefined) fs.setLayerLocalDir(digest, state.localDir);
+      if (!imagesAdded.has(layer.imageKey)) {
+        imagesAdded.add(layer.imageKey);
+        log.info({ image: req.imageRef, manifest: layer.manifestDigest, layers: layer.imageLayers.length }, 'image is backed by image streaming');
+        fs.addImage(req.imageRef, layer.manifestDigest, layer.imageLayers);
+      }
+      return { remote: true, dir: fs.layerPath(digest), imageKey: layer.imageKey, manifestDigest: layer.manifestDigest, format: layer.format };
+    } catch (err) {
+      if (!isImgstreamError(err)) throw err;
+      return { remote: false, code: err.code, reason: err.message };
+    }
+  };
+  const control = await listenControl(config.controlSocket, {
+    openLayer: attach,
+    async lowerDir(req: LayerRef): Promise<LowerDirReply> {
+      const state = streamer.layerState(req.layerDigest as Digest);
+      if (state.localDir !== undefined) return { dir: state.localDir, local: true };
+      const opened = await attach(req);
+      if (!opened.remote) throw Object.assign(new Error(`layer ${req.layerDigest} cannot be streamed any more: ${opened.reason}`), { code: opened.code });
+      return { dir: opened.dir, local: false };
+    },
+    async releaseImage({ imageKey }) {
+      const released = await streamer.releaseImage(imageKey);
+      log.info({ image: imageKey, released }, 'image released');
+      return { released };
+    },
+  });
+  log.info({ socket: config.controlSocket }, 'control socket listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    close() {
+      closing ??= (async () => {
+        const stopped = new Promise<void>((resolve) => control.close(() => resolve()));
+        control.closeAllConnections();
+        await stopped;
+        if (metricsServer !== undefined) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
+        await reporting.close();
+        await fs.close().catch((err: unknown) => log.error({ err: String(err) }, 'unmount failed'));
+        await streamer.close();
+        await registry.close();
+        log.info('FUSE server stopped');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,78 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ErrorCode, ImageStreamer, indexImage, isImgstreamError, parseReference, RegistryClient, type Digest } from '@imgstream/core';
+import { startRegistry } from '../helpers/registry.ts';
+import { pushTreeImage } from '../helpers/image-builder.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+test('ImageStreamer: indexed layers stream and download, unindexed ones fall back with a code; images in use and release', { timeout: 60_000 }, async (t) => {
+  const registry = await startRegistry(t);
+  const big = Buffer.alloc(2 * 1024 * 1024 + 17, 'imgstream ');
+  const layers: Array<Record<string, string>> = [{ 'etc/a.txt': 'layer a\n' }, { 'data/big.txt': big.toString() }];
+  const indexed = await pushTreeImage(registry.url, 'streamer-indexed:1', layers);
+  const plain = await pushTreeImage(registry.url, 'streamer-plain:1', [{ 'etc/other.txt': 'other\n' }]);
+  const client = new RegistryClient({ plainHttpLoopback: true });
+  t.after(() => client.close());
+  await indexImage(client, parseReference(indexed.ref));
+
+  const dir = await tempDir(t, 'imgstream-streamer-');
+  const streamer = new ImageStreamer({ registry: client, layerCacheDir: join(dir, 'layers'), imagesInUsePath: join(dir, 'in-use.json'), maxContentCacheBytes: 64 << 20 });
+  t.after(() => streamer.close());
+  const events: string[] = [];
+  streamer.on('layer-streamed', (e) => events.push(`streamed ${e.layerDigest} ${e.format}`));
+  streamer.on('layer-fallback', (e) => events.push(`fallback ${e.layerDigest} ${e.code}`));
+  const completed = new Map<string, string>();
+  const allComplete = new Promise<void>((resolve) =>
+    streamer.on('layer-complete', (e) => {
+      completed.set(e.layerDigest, e.dir);
+      if (completed.size === 2) resolve();
+    }),
+  );
+
+  const top = await streamer.openLayer({ imageRef: indexed.ref, layerDigest: indexed.layerDigests[1]! });
+  assert.equal(top.format, 'zran');
+  assert.equal(top.manifestDigest, indexed.manifestDigest);
+  assert.deepEqual(top.imageLayers, indexed.layerDigests);
+  assert.equal(top.imageKey, `${indexed.ref}@${indexed.manifestDigest}`);
+  // same layer again (with the manifest digest): the same index, no second event
+  const again = await streamer.openLayer({ imageRef: indexed.ref, manifestDigest: indexed.manifestDigest, layerDigest: indexed.layerDigests[1]! });
+  assert.equal(again.index, top.index);
+  const entry = top.index.entries.get('data/big.txt');
+  assert.ok(entry !== undefined);
+  const bytes = await streamer.fetcher.read(top, entry, 1024 * 1024 - 5, 100_000);
+  assert.deepEqual(Buffer.from(bytes), big.subarray(1024 * 1024 - 5, 1024 * 1024 - 5 + 100_000));
+  await streamer.openLayer({ imageRef: indexed.ref, layerDigest: indexed.layerDigests[0]! });
+
+  await assert.rejects(
+    streamer.openLayer({ imageRef: plain.ref, layerDigest: plain.layerDigests[0]! }),
+    (err) => isImgstreamError(err) && err.code === ErrorCode.NOT_STREAMABLE,
+  );
+  await assert.rejects(
+    streamer.openLayer({ imageRef: indexed.ref, layerDigest: plain.layerDigests[0]! }),
+    (err) => isImgstreamError(err) && err.code === ErrorCode.NOT_FOUND,
+  );
+  assert.deepEqual(events, [
+    `streamed ${indexed.layerDigests[1]} zran`,
+    `streamed ${indexed.layerDigests[0]} zran`,
+    `fallback ${plain.layerDigests[0]} ${ErrorCode.NOT_STREAMABLE}`,
+    `fallback ${plain.layerDigests[0]} ${ErrorCode.NOT_FOUND}`,
+  ]);
+
+  // background downloads land in the local layer cache; the state says so
+  await allComplete;
+  const state = streamer.layerState(indexed.layerDigests[1] as Digest);
+  assert.equal(state.complete, true);
+  assert.equal(state.localDir, completed.get(indexed.layerDigests[1]!));
+  assert.deepEqual(await readFile(join(state.localDir!, 'data/big.txt')), big);
+
+  // the image is in use (persisted), until released
+  const onDisk = JSON.parse(await readFile(join(dir, 'in-use.json'), 'utf8')) as { images: Array<{ key: string; layers: string[] }> };
+  assert.deepEqual(
+    onDisk.images.map((i) => [i.key, i.layers]),
+    [[top.imageKey, indexed.layerDigests]],
+  );
+  assert.equal(await streamer.releaseImage(top.imageKey), true);
+  assert.equal(streamer.imagesInUse.isReferenced(indexed.layerDigests[0] as Digest), false);
+});
