@@ -43,7 +43,7 @@ test('the delay proxy adds its RTT to a request/answer and counts bytes both way
   assert.ok(firstDownstreamMs !== null && lastDownstreamMs !== null && lastDownstreamMs - firstDownstreamMs >= 4 * 29.5, `${firstDownstreamMs} .. ${lastDownstreamMs}`);
 });
 
-test('cross-region profile: RTT at least the profile's and tbf's rate honoured, nothing left after teardown', { timeout: 120_000 }, async (t) => {
+test('cross-region profile: RTT no lower than the profile, rate capped by tbf, nothing left after teardown', { timeout: 120_000 }, async (t) => {
   const profile = PROFILES['cross-region']!;
   const cleanup = new Cleanup();
   t.after(() => cleanup.run());
