@@ -1,0 +1,217 @@
+import { EventEmitter } from 'eventemitter3';
+import { defaults } from '../defaults.js';
+import { channel, publish } from '../diagnostics.js';
+import { isDigest, type Digest } from '../digest.js';
+import { invalidOption, isImgstreamError } from '../errors.js';
+import type { FetchLayer } from '../fetch/block-fetcher.js';
+import type { LayerIndex } from '../index/model.js';
+import { PrefetchRecorder } from '../prefetch/prefetch-recorder.js';
+import { checkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
+import { PrefetchReportStore } from '../prefetch/prefetch-report-store.js';
+import { PrefetchReplay, type PrefetchReplayResult } from '../prefetch/prefetch-replay.js';
+import { parseReference, withDigest } from '../registry/reference.js';
+import type { ImageStreamer, StreamedLayer } from './image-streamer.js';
+
+/** Options of {@link ImagePrefetcher}. */
+export interface ImagePrefetcherOptions {
+  /** The node's streaming service. Required. */
+  streamer: ImageStreamer;
+  /** Where reports are kept. Default: a store in `defaults.prefetch.reportDir`. */
+  store?: PrefetchReportStore;
+  /** Record a report when an image starts without one. Default true. */
+  record?: boolean;
+  /** Recording stops after this long without block reads, ms. Default `defaults.prefetch.quietMs`. */
+  quietMs?: number;
+  /** Recording stops after this long at the latest, ms. Default `defaults.prefetch.recordMaxMs`. */
+  recordMaxMs?: number;
+  /** Most decoded bytes one replay fetches. Default `defaults.prefetch.budgetBytes`. */
+  budgetBytes?: number;
+  /** Longest time {@link ImagePrefetcher.startImage} waits for the first batch, ms. Default `defaults.prefetch.waitMs`. */
+  waitMs?: number;
+  /** Batches fetched at once. Default `defaults.prefetch.parallelBatches`. */
+  parallelBatches?: number;
+  /** Decoded bytes per batch. Default `defaults.prefetch.batchBytes`. */
+  batchBytes?: number;
+}
+
+/** Where a report came from. */
+export type PrefetchReportSource = 'local';
+
+/** What an {@link ImagePrefetcher} emits. */
+export interface ImagePrefetcherEvents {
+  /** A report was looked up for an image: found (replayed), missing (recorded), or stale/corrupt (ignored, recorded again). */
+  report: (event: { imageRef: string; manifestDigest: Digest; status: 'found' | 'missing' | 'stale'; source?: PrefetchReportSource; reason?: string }) => void;
+  /** A replay finished; hits and misses count first foreground reads so far. */
+  replayed: (event: { imageRef: string; manifestDigest: Digest; result: PrefetchReplayResult; hits: number; misses: number }) => void;
+  /** Hit/miss counts of a replay, final (reported when the image's recording window ends). */
+  'replay-stats': (event: { imageRef: string; manifestDigest: Digest; hits: number; misses: number }) => void;
+  /** A report was recorded and stored. */
+  recorded: (event: { imageRef: string; manifestDigest: Digest; ranges: number; blocks: number; path: string }) => void;
+  /** Something failed in the background (never fails a start). */
+  error: (err: unknown) => void;
+}
+
+/** How an image start went. */
+export interface PrefetchStart {
+  readonly mode: 'replay' | 'record' | 'none';
+  /** Whether the first batch settled within `waitMs` (replay only). */
+  readonly firstBatchReady?: boolean;
+  readonly replay?: PrefetchReplay;
+  readonly recorder?: PrefetchRecorder;
+}
+
+const diag = { report: channel('core:prefetch-report'), replayed: channel('core:prefetch-replayed') };
+
+/**
+ * Prefetch of a node: when an image starts, replays its stored prefetch report (fetches the
+ * start-up working set first) or, without a valid one, records it. A report that is corrupt or
+ * stale is ignored with a `report` event (status `stale`) and never fails a start.
+ */
+export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
+  readonly store: PrefetchReportStore;
+  readonly #streamer: ImageStreamer;
+  readonly #opts: Required<Omit<ImagePrefetcherOptions, 'streamer' | 'store'>>;
+  readonly #started = new Map<Digest, Promise<PrefetchStart>>();
+  readonly #controller = new AbortController();
+
+  constructor(options: ImagePrefetcherOptions) {
+    super();
+    if (options?.streamer === undefined) throw invalidOption('streamer', 'is required');
+    this.#streamer = options.streamer;
+    this.store = options.store ?? new PrefetchReportStore();
+    const p = defaults.prefetch;
+    this.#opts = {
+      record: options.record ?? true,
+      quietMs: options.quietMs ?? p.quietMs,
+      recordMaxMs: options.recordMaxMs ?? p.recordMaxMs,
+      budgetBytes: options.budgetBytes ?? p.budgetBytes,
+      waitMs: options.waitMs ?? p.waitMs,
+      parallelBatches: options.parallelBatches ?? p.parallelBatches,
+      batchBytes: options.batchBytes ?? p.batchBytes,
+    };
+    if (!(this.#opts.waitMs >= 0)) throw invalidOption('waitMs', 'must be >= 0');
+  }
+
+  /**
+   * Starts prefetch for an image (once per manifest; later calls return the first start): opens
+   * its streamable layers, then replays its report, waiting at most `waitMs` for the first batch,
+   * or starts recording. Never rejects because of a report.
+   */
+  startImage(imageRef: string, manifestDigest?: string, options: { signal?: AbortSignal } = {}): Promise<PrefetchStart> {
+    return (async () => this.startImageLayers(imageRef, await this.#openLayers(imageRef, manifestDigest, options.signal)))();
+  }
+
+  /**
+   * Like {@link startImage} for an image whose streamable layers are open already (all of the
+   * same manifest): waits at most `waitMs` (replay) and does no registry round trip of its own
+   * besides the replay's fetches.
+   */
+  startImageLayers(imageRef: string, layers: readonly StreamedLayer[]): Promise<PrefetchStart> {
+    if (layers.length === 0) return Promise.resolve({ mode: 'none' as const });
+    const digest = layers[0]!.manifestDigest;
+    let start = this.#started.get(digest);
+    if (start === undefined) {
+      start = this.#start(imageRef, digest, [...layers]);
+      this.#started.set(digest, start);
+    }
+    return start;
+  }
+
+  /** Stops replays and recordings in progress. */
+  close(): void {
+    this.#controller.abort();
+  }
+
+  async #openLayers(imageRef: string, manifestDigest: string | undefined, signal: AbortSignal | undefined): Promise<StreamedLayer[]> {
+    const layers: StreamedLayer[] = [];
+    const all = await this.#imageLayers(imageRef, manifestDigest, signal);
+    for (const layerDigest of all.layers) {
+      try {
+        layers.push(await this.#streamer.openLayer({ imageRef, manifestDigest: all.manifestDigest, layerDigest }, signal !== undefined ? { signal } : {}));
+      } catch (err) {
+        if (!isImgstreamError(err)) throw err;
+      }
+    }
+    return layers;
+  }
+
+  async #imageLayers(imageRef: string, manifestDigest: string | undefined, signal: AbortSignal | undefined): Promise<{ manifestDigest: Digest; layers: Digest[] }> {
+    const parsed = parseReference(imageRef);
+    const ref = manifestDigest !== undefined && isDigest(manifestDigest) ? withDigest(parsed, manifestDigest) : parsed;
+    const image = await this.#streamer.registry.resolveImage(ref, signal !== undefined ? { signal } : {});
+    return { manifestDigest: image.digest, layers: image.manifest.layers.map((l) => l.digest) };
+  }
+
+  async #start(imageRef: string, manifestDigest: Digest, layers: StreamedLayer[]): Promise<PrefetchStart> {
+    const indexes = new Map<Digest, LayerIndex>(layers.map((l) => [l.digest, l.index]));
+    let report: PrefetchReport | undefined;
+    try {
+      report = await this.store.get(manifestDigest);
+      if (report !== undefined) checkPrefetchReport(report, manifestDigest, indexes);
+    } catch (err) {
+      if (!isImgstreamError(err)) this.emit('error', err);
+      this.#report({ imageRef, manifestDigest, status: 'stale', source: 'local', reason: String((err as Error)?.message ?? err) });
+      report = undefined;
+      return this.#record(imageRef, manifestDigest, layers);
+    }
+    if (report === undefined) {
+      this.#report({ imageRef, manifestDigest, status: 'missing' });
+      return this.#record(imageRef, manifestDigest, layers);
+    }
+    this.#report({ imageRef, manifestDigest, status: 'found', source: 'local' });
+    const fetchLayers = new Map<Digest, FetchLayer>(layers.map((l) => [l.digest, l]));
+    const replay = new PrefetchReplay({
+      fetcher: this.#streamer.fetcher,
+      report,
+      layers: fetchLayers,
+      budgetBytes: this.#opts.budgetBytes,
+      parallelBatches: this.#opts.parallelBatches,
+      batchBytes: this.#opts.batchBytes,
+      signal: this.#controller.signal,
+    });
+    void replay.done.then((result) => {
+      const event = { imageRef, manifestDigest, result, hits: replay.hits, misses: replay.misses };
+      publish(diag.replayed, event);
+      this.emit('replayed', event);
+    });
+    // count hits and misses over the start-up window, then stop
+    const window = setTimeout(() => {
+      replay.stop();
+      this.emit('replay-stats', { imageRef, manifestDigest, hits: replay.hits, misses: replay.misses });
+    }, this.#opts.recordMaxMs);
+    window.unref?.();
+    let timer: NodeJS.Timeout | undefined;
+    const ready = await Promise.race([
+      replay.firstBatch.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.#opts.waitMs))),
+    ]);
+    clearTimeout(timer);
+    return { mode: 'replay', firstBatchReady: ready, replay };
+  }
+
+  #record(imageRef: string, manifestDigest: Digest, layers: StreamedLayer[]): PrefetchStart {
+    if (!this.#opts.record) return { mode: 'none' };
+    const recorder = new PrefetchRecorder({
+      fetcher: this.#streamer.fetcher,
+      manifestDigest,
+      layers: layers.map((l) => l.index),
+      quietMs: this.#opts.quietMs,
+      recordMaxMs: this.#opts.recordMaxMs,
+      signal: this.#controller.signal,
+    });
+    void recorder.done
+      .then(async (report) => {
+        if (report.ranges.length === 0 || this.#controller.signal.aborted) return;
+        const path = await this.store.put(report);
+        const blocks = report.ranges.reduce((n, r) => n + r.count, 0);
+        this.emit('recorded', { imageRef, manifestDigest, ranges: report.ranges.length, blocks, path });
+      })
+      .catch((err: unknown) => this.emit('error', err));
+    return { mode: 'record', recorder };
+  }
+
+  #report(event: Parameters<ImagePrefetcherEvents['report']>[0]): void {
+    publish(diag.report, event);
+    this.emit('report', event);
+  }
+}
