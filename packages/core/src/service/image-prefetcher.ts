@@ -73,6 +73,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
   readonly #opts: Required<Omit<ImagePrefetcherOptions, 'streamer' | 'store'>>;
   readonly #started = new Map<Digest, Promise<PrefetchStart>>();
   readonly #controller = new AbortController();
+  readonly #pendingStores = new Set<Promise<void>>();
 
   constructor(options: ImagePrefetcherOptions) {
     super();
@@ -117,9 +118,13 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     return start;
   }
 
-  /** Stops replays and recordings in progress. */
-  close(): void {
+  /**
+   * Stops replays in progress, and recordings in progress, storing what they recorded (a report
+   * with at least one block). Resolves when those reports are written. Idempotent.
+   */
+  async close(): Promise<void> {
     this.#controller.abort();
+    await Promise.allSettled([...this.#pendingStores]);
   }
 
   async #openLayers(imageRef: string, manifestDigest: string | undefined, signal: AbortSignal | undefined): Promise<StreamedLayer[]> {
@@ -199,14 +204,16 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       recordMaxMs: this.#opts.recordMaxMs,
       signal: this.#controller.signal,
     });
-    void recorder.done
+    const stored = recorder.done
       .then(async (report) => {
-        if (report.ranges.length === 0 || this.#controller.signal.aborted) return;
+        if (report.ranges.length === 0) return;
         const path = await this.store.put(report);
         const blocks = report.ranges.reduce((n, r) => n + r.count, 0);
         this.emit('recorded', { imageRef, manifestDigest, ranges: report.ranges.length, blocks, path });
       })
-      .catch((err: unknown) => this.emit('error', err));
+      .catch((err: unknown) => void this.emit('error', err));
+    this.#pendingStores.add(stored);
+    void stored.finally(() => this.#pendingStores.delete(stored));
     return { mode: 'record', recorder };
   }
 
