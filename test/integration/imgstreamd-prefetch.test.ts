@@ -32,7 +32,7 @@ test('imgstreamd prefetch with a real containerd: the first node records the sta
   const files = [...contents.keys()].filter((_, i) => i % 3 === 0);
   const expected = files.map((f) => `${createHash('sha256').update(contents.get(f)!).digest('hex')}  ${f}\n`).join('');
   const reportDir = await tempDir(t, 'imgstreamd-prefetch-reports-');
-  const flags = [`--prefetch_report_dir=${reportDir}`, '--background_downloads=false', '--prefetch_quiet=500ms', '--prefetch_record_max=4s'];
+  const flags = [`--prefetch_report_dir=${reportDir}`, '--background_downloads=false', '--prefetch_quiet=1500ms', '--prefetch_record_max=6s'];
 
   const runNode = async (name: string) => {
     const lab = await makeLab(t, `imgstreamd-prefetch-${name}-`);

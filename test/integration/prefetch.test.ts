@@ -5,6 +5,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   ImagePrefetcher,
+  PREFETCH_ARTIFACT_TYPE,
+  fetchPrefetchReport,
   ImageStreamer,
   PrefetchReportStore,
   RegistryClient,
@@ -12,6 +14,7 @@ import {
   parsePrefetchReport,
   parseReference,
   serialisePrefetchReport,
+  type Digest,
   type FetchEvent,
   type StreamedLayer,
 } from '@imgstream/core';
@@ -47,7 +50,7 @@ async function node(t: Teardown & { after(fn: () => unknown): void }, client: Re
   const dir = await tempDir(t, 'imgstream-prefetch-node-');
   const streamer = new ImageStreamer({ registry: client, layerCacheDir: join(dir, 'layers'), imagesInUsePath: join(dir, 'in-use.json'), backgroundDownloads: false });
   t.after(() => streamer.close());
-  const prefetcher = new ImagePrefetcher({ streamer, store: new PrefetchReportStore({ dir: reportDir }), quietMs: 300, recordMaxMs: 10_000, ...opts });
+  const prefetcher = new ImagePrefetcher({ streamer, store: new PrefetchReportStore({ dir: reportDir }), quietMs: 1500, recordMaxMs: 15_000, ...opts });
   t.after(() => prefetcher.close());
   const fetches: FetchEvent[] = [];
   streamer.on('fetch', (e) => fetches.push(e));
@@ -108,7 +111,8 @@ test('prefetch: a report recorded on one node is replayed on a fresh node and se
   assert.deepEqual(statuses, ['found']);
   const result = await startB.replay!.done;
   assert.equal(result.failedBatches, 0);
-  assert.equal(result.blocks, rec.blocks);
+  assert.equal(result.reportBlocks, rec.blocks);
+  assert.ok(result.blocks >= rec.blocks, `${result.blocks} blocks loaded (small gaps filled)`);
   const prefetchRequests = b.fetches.filter((f) => f.priority === 'prefetch').length;
   assert.ok(prefetchRequests < rec.blocks, `${prefetchRequests} merged range requests for ${rec.blocks} blocks`);
   const layersB = await openAll(b.streamer, image.ref, image.layerDigests);
@@ -116,12 +120,44 @@ test('prefetch: a report recorded on one node is replayed on a fresh node and se
   const foregroundB = b.fetches.filter((f) => f.priority === 'foreground').length;
   const { hits, misses } = startB.replay!;
   const ratio = hits / (hits + misses);
-  t.diagnostic(`node 1: ${foregroundA} foreground fetches; node 2: ${foregroundB}, prefetch hits ${hits}, misses ${misses} (${(ratio * 100).toFixed(1)}%), ${prefetchRequests} prefetch requests, ${result.bytes} bytes`);
+  t.diagnostic(`node 1: ${foregroundA} foreground fetches; node 2: ${foregroundB}, prefetch hits ${hits}, misses ${misses} (${(ratio * 100).toFixed(1)}%), ${prefetchRequests} prefetch requests for ${rec.blocks} listed blocks (${result.blocks} with gaps), ${result.bytes} bytes`);
   assert.ok(ratio > 0.9, `hit ratio ${ratio}`);
   assert.ok(foregroundB <= foregroundA / 10, `foreground fetches ${foregroundA} -> ${foregroundB}`);
 
   // the same manifest starts once per node
   assert.equal(await b.prefetcher.startImage(image.ref), startB);
+});
+
+test('prefetch: a report pushed to the registry as an artifact referring to the image serves a node without a local report', { timeout: 90_000 }, async (t) => {
+  const { image, client, contents } = await setup(t);
+  const a = await node(t, client, await tempDir(t, 'imgstream-prefetch-reports-'), { pushReports: true });
+  const pushed = new Promise<{ artifactDigest: string }>((resolve) => a.prefetcher.on('pushed', resolve));
+  await a.prefetcher.startImage(image.ref);
+  await runWorkload(a.streamer, await openAll(a.streamer, image.ref, image.layerDigests), contents);
+  const { artifactDigest } = await pushed;
+  const referrers = await client.referrers(parseReference(image.ref), image.manifestDigest as Digest, { artifactType: PREFETCH_ARTIFACT_TYPE });
+  assert.deepEqual(referrers.map((r) => r.digest), [artifactDigest]);
+  const fromRegistry = await fetchPrefetchReport(client, parseReference(image.ref), image.manifestDigest as Digest);
+  assert.deepEqual(fromRegistry, parsePrefetchReport(await readFile(join(a.prefetcher.store.dir, `${image.manifestDigest.replace(':', '-')}.json`))));
+
+  // a node with an empty report dir finds it in the registry, keeps a local copy, replays it
+  const emptyDir = await tempDir(t, 'imgstream-prefetch-reports-');
+  const c = await node(t, client, emptyDir);
+  const sources: string[] = [];
+  c.prefetcher.on('report', (e) => sources.push(`${e.status} ${e.source}`));
+  const startC = await c.prefetcher.startImage(image.ref);
+  assert.deepEqual(sources, ['found registry']);
+  await startC.replay!.done;
+  await runWorkload(c.streamer, await openAll(c.streamer, image.ref, image.layerDigests), contents);
+  assert.ok(startC.replay!.hits / (startC.replay!.hits + startC.replay!.misses) > 0.9);
+  assert.equal(c.fetches.filter((f) => f.priority === 'foreground').length, 0);
+  // the local copy is written in the background
+  let local = await c.prefetcher.store.get(image.manifestDigest as Digest);
+  for (let i = 0; i < 100 && local === undefined; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    local = await c.prefetcher.store.get(image.manifestDigest as Digest);
+  }
+  assert.deepEqual(local, fromRegistry);
 });
 
 test('prefetch: corrupt or stale reports are ignored with a warning and never break a start; the budget and wait bounds hold', { timeout: 90_000 }, async (t) => {

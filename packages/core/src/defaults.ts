@@ -131,6 +131,8 @@ export const defaults = Object.freeze({
     parallelBatches: 4,
     /** Decoded bytes in one batch (one or a few merged range requests): 8 MiB. */
     batchBytes: 8 * 1024 * 1024,
+    /** Unlisted blocks between two listed ones of a batch are fetched too when their compressed bytes are at most this (one request instead of two): 512 KiB. */
+    maxGapBytes: 512 * 1024,
     /** Directory where a node keeps its reports. */
     reportDir: '/var/lib/imgstream/prefetch',
   }),

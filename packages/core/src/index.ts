@@ -127,6 +127,7 @@ export {
   type PrefetchReport,
   type PrefetchReportLayer,
 } from './prefetch/prefetch-report.js';
+export { buildPrefetchArtifact, fetchPrefetchReport, pushPrefetchReport, type PrefetchArtifact } from './prefetch/prefetch-artifact.js';
 export { PrefetchRecorder, type PrefetchRecorderOptions } from './prefetch/prefetch-recorder.js';
 export { PrefetchReplay, type PrefetchReplayOptions, type PrefetchReplayResult } from './prefetch/prefetch-replay.js';
 export { PrefetchReportStore, type PrefetchReportStoreOptions } from './prefetch/prefetch-report-store.js';

@@ -18,6 +18,11 @@ export interface PrefetchReplayOptions {
   parallelBatches?: number;
   /** Decoded bytes per batch; a batch's adjacent blocks go out as one range request. Default `defaults.prefetch.batchBytes`. */
   batchBytes?: number;
+  /**
+   * Unlisted blocks between two listed blocks of a batch are fetched too when their compressed
+   * size is at most this, so both go out in one range request. 0 disables. Default `defaults.prefetch.maxGapBytes`.
+   */
+  maxGapBytes?: number;
   /** Aborts the replay (fetches in flight are dropped). */
   signal?: AbortSignal;
 }
@@ -26,7 +31,7 @@ export interface PrefetchReplayOptions {
 export interface PrefetchReplayResult {
   /** Blocks the report lists. */
   readonly reportBlocks: number;
-  /** Blocks loaded (in the cache after the replay). */
+  /** Blocks loaded (in the cache after the replay), gap blocks included. */
   readonly blocks: number;
   /** Decoded bytes of the loaded blocks. */
   readonly bytes: number;
@@ -69,6 +74,8 @@ export class PrefetchReplay {
     const budget = options.budgetBytes ?? defaults.prefetch.budgetBytes;
     const parallel = options.parallelBatches ?? defaults.prefetch.parallelBatches;
     const batchBytes = options.batchBytes ?? defaults.prefetch.batchBytes;
+    const maxGap = options.maxGapBytes ?? defaults.prefetch.maxGapBytes;
+    if (!(maxGap >= 0)) throw invalidOption('maxGapBytes', 'must be >= 0');
     if (!(budget >= 0)) throw invalidOption('budgetBytes', 'must be >= 0');
     if (!Number.isSafeInteger(parallel) || parallel < 1) throw invalidOption('parallelBatches', 'must be a positive integer');
     if (!(batchBytes > 0)) throw invalidOption('batchBytes', 'must be positive');
@@ -101,6 +108,32 @@ export class PrefetchReplay {
         const list = current.byLayer.get(digest);
         if (list === undefined) current.byLayer.set(digest, [b]);
         else list.push(b);
+      }
+    }
+
+    // fill small gaps between listed blocks of a batch, within the budget
+    for (const batch of batches) {
+      for (const [digest, list] of batch.byLayer) {
+        const blocksInfo = this.#layers.get(digest)!.index.blocks;
+        const sorted = [...list].sort((x, y) => x - y);
+        const fill: number[] = [];
+        for (let i = 1; i < sorted.length; i++) {
+          const from = sorted[i - 1]! + 1;
+          const to = sorted[i]!;
+          if (to === from) continue;
+          const gapStart = blocksInfo[from]!.compressedOffset;
+          const gapEnd = blocksInfo[to]!.compressedOffset;
+          let gapBytes = 0;
+          for (let b = from; b < to; b++) gapBytes += blocksInfo[b]!.uncompressedSize;
+          if (gapEnd - gapStart > maxGap || total + gapBytes > budget) continue;
+          total += gapBytes;
+          for (let b = from; b < to; b++) fill.push(b);
+        }
+        for (const b of fill) {
+          if (this.#planned.has(`${digest}:${b}`)) continue;
+          this.#planned.add(`${digest}:${b}`);
+          list.push(b);
+        }
       }
     }
 

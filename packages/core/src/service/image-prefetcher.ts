@@ -2,9 +2,10 @@ import { EventEmitter } from 'eventemitter3';
 import { defaults } from '../defaults.js';
 import { channel, publish } from '../diagnostics.js';
 import { isDigest, type Digest } from '../digest.js';
-import { invalidOption, isImgstreamError } from '../errors.js';
+import { ErrorCode, invalidOption, isImgstreamError } from '../errors.js';
 import type { FetchLayer } from '../fetch/block-fetcher.js';
 import type { LayerIndex } from '../index/model.js';
+import { fetchPrefetchReport, pushPrefetchReport } from '../prefetch/prefetch-artifact.js';
 import { PrefetchRecorder } from '../prefetch/prefetch-recorder.js';
 import { checkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
 import { PrefetchReportStore } from '../prefetch/prefetch-report-store.js';
@@ -32,10 +33,14 @@ export interface ImagePrefetcherOptions {
   parallelBatches?: number;
   /** Decoded bytes per batch. Default `defaults.prefetch.batchBytes`. */
   batchBytes?: number;
+  /** Look for a report artifact in the registry when there is no local report. Default true. */
+  registryReports?: boolean;
+  /** Push recorded reports to the registry as artifacts referring to the image (needs push rights). Default false. */
+  pushReports?: boolean;
 }
 
 /** Where a report came from. */
-export type PrefetchReportSource = 'local';
+export type PrefetchReportSource = 'local' | 'registry';
 
 /** What an {@link ImagePrefetcher} emits. */
 export interface ImagePrefetcherEvents {
@@ -47,6 +52,8 @@ export interface ImagePrefetcherEvents {
   'replay-stats': (event: { imageRef: string; manifestDigest: Digest; hits: number; misses: number }) => void;
   /** A report was recorded and stored. */
   recorded: (event: { imageRef: string; manifestDigest: Digest; ranges: number; blocks: number; path: string }) => void;
+  /** A recorded report was pushed to the registry. */
+  pushed: (event: { imageRef: string; manifestDigest: Digest; artifactDigest: Digest }) => void;
   /** Something failed in the background (never fails a start). */
   error: (err: unknown) => void;
 }
@@ -83,6 +90,8 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     const p = defaults.prefetch;
     this.#opts = {
       record: options.record ?? true,
+      registryReports: options.registryReports ?? true,
+      pushReports: options.pushReports ?? false,
       quietMs: options.quietMs ?? p.quietMs,
       recordMaxMs: options.recordMaxMs ?? p.recordMaxMs,
       budgetBytes: options.budgetBytes ?? p.budgetBytes,
@@ -150,20 +159,32 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
   async #start(imageRef: string, manifestDigest: Digest, layers: StreamedLayer[]): Promise<PrefetchStart> {
     const indexes = new Map<Digest, LayerIndex>(layers.map((l) => [l.digest, l.index]));
     let report: PrefetchReport | undefined;
+    let source: PrefetchReportSource = 'local';
     try {
       report = await this.store.get(manifestDigest);
+      if (report === undefined && this.#opts.registryReports) {
+        source = 'registry';
+        report = await this.#fromRegistry(imageRef, manifestDigest);
+      }
       if (report !== undefined) checkPrefetchReport(report, manifestDigest, indexes);
     } catch (err) {
-      if (!isImgstreamError(err)) this.emit('error', err);
-      this.#report({ imageRef, manifestDigest, status: 'stale', source: 'local', reason: String((err as Error)?.message ?? err) });
-      report = undefined;
+      if (!isImgstreamError(err, ErrorCode.INVALID_PREFETCH_REPORT)) this.emit('error', err);
+      this.#report({ imageRef, manifestDigest, status: 'stale', source, reason: String((err as Error)?.message ?? err) });
       return this.#record(imageRef, manifestDigest, layers);
     }
     if (report === undefined) {
       this.#report({ imageRef, manifestDigest, status: 'missing' });
       return this.#record(imageRef, manifestDigest, layers);
     }
-    this.#report({ imageRef, manifestDigest, status: 'found', source: 'local' });
+    this.#report({ imageRef, manifestDigest, status: 'found', source });
+    if (source === 'registry') {
+      const stored = this.store.put(report).then(
+        () => undefined,
+        (err: unknown) => void this.emit('error', err),
+      );
+      this.#pendingStores.add(stored);
+      void stored.finally(() => this.#pendingStores.delete(stored));
+    }
     const fetchLayers = new Map<Digest, FetchLayer>(layers.map((l) => [l.digest, l]));
     const replay = new PrefetchReplay({
       fetcher: this.#streamer.fetcher,
@@ -210,11 +231,26 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
         const path = await this.store.put(report);
         const blocks = report.ranges.reduce((n, r) => n + r.count, 0);
         this.emit('recorded', { imageRef, manifestDigest, ranges: report.ranges.length, blocks, path });
+        if (this.#opts.pushReports) {
+          const artifactDigest = await pushPrefetchReport(this.#streamer.registry, parseReference(imageRef), report);
+          this.emit('pushed', { imageRef, manifestDigest, artifactDigest });
+        }
       })
       .catch((err: unknown) => void this.emit('error', err));
     this.#pendingStores.add(stored);
     void stored.finally(() => this.#pendingStores.delete(stored));
     return { mode: 'record', recorder };
+  }
+
+  /** A registry report; a registry that cannot be asked counts as having none (reported as an error). */
+  async #fromRegistry(imageRef: string, manifestDigest: Digest): Promise<PrefetchReport | undefined> {
+    try {
+      return await fetchPrefetchReport(this.#streamer.registry, parseReference(imageRef), manifestDigest, { signal: this.#controller.signal });
+    } catch (err) {
+      if (isImgstreamError(err, ErrorCode.INVALID_PREFETCH_REPORT)) throw err;
+      this.emit('error', err);
+      return undefined;
+    }
   }
 
   #report(event: Parameters<ImagePrefetcherEvents['report']>[0]): void {
