@@ -29,6 +29,8 @@ export interface DaemonConfig {
   prefetchBudgetBytes: number;
   /** Longest time a layer attach (Prepare) waits for the first prefetch batch, ms. */
   prefetchWaitMs: number;
+  /** Push recorded reports to the registry (needs push rights). */
+  prefetchPush: boolean;
   logLevel: string;
   logFormatter: 'text' | 'json';
   plainHttpRegistries: string[];
@@ -122,6 +124,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { flag: 'prefetch_quiet', key: 'prefetchQuietMs', help: 'recording stops after this long without reads (3s, 500ms, ...)', def: defaults.prefetch.quietMs, parse: parseDurationMs, shown: `${defaults.prefetch.quietMs / 1000}s` },
   { flag: 'prefetch_record_max', key: 'prefetchRecordMaxMs', help: 'recording stops after this long at the latest', def: defaults.prefetch.recordMaxMs, parse: parseDurationMs, shown: `${defaults.prefetch.recordMaxMs / 1000}s` },
   { flag: 'prefetch_budget', key: 'prefetchBudgetBytes', help: 'most bytes one replay fetches (bytes, or 256MiB, ...)', def: defaults.prefetch.budgetBytes, parse: parseBytes, shown: `${defaults.prefetch.budgetBytes / 1024 / 1024}MiB` },
+  { flag: 'prefetch_push', key: 'prefetchPush', help: 'push recorded prefetch reports to the registry as artifacts referring to the image (needs push rights)', def: false, parse: bool, boolean: true },
   { flag: 'prefetch_wait', key: 'prefetchWaitMs', help: 'longest time container creation waits for the first prefetch batch', def: defaults.prefetch.waitMs, parse: parseDurationMs, shown: `${defaults.prefetch.waitMs}ms` },
   { flag: 'log_level', key: 'logLevel', help: 'trace|debug|info|warn|error', def: 'info', parse: str },
   { flag: 'log_formatter', key: 'logFormatter', help: 'text|json', def: 'text', parse: (v) => oneOf(v, ['text', 'json']) },

@@ -41,6 +41,7 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
         recordMaxMs: config.prefetchRecordMaxMs,
         budgetBytes: config.prefetchBudgetBytes,
         waitMs: config.prefetchWaitMs,
+        pushReports: config.prefetchPush,
       })
     : undefined;
   prefetcher?.on('report', (e) => {
@@ -50,6 +51,7 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
   prefetcher?.on('replayed', (e) => log.info({ image: e.imageRef, blocks: e.result.blocks, bytes: e.result.bytes, skippedBlocks: e.result.skippedBlocks, failedBatches: e.result.failedBatches, durationMs: Math.round(e.result.durationMs) }, 'prefetch done'));
   prefetcher?.on('replay-stats', (e) => log.info({ image: e.imageRef, hits: e.hits, misses: e.misses }, 'prefetch hits and misses of the start-up window'));
   prefetcher?.on('recorded', (e) => log.info({ image: e.imageRef, manifest: e.manifestDigest, ranges: e.ranges, blocks: e.blocks, path: e.path }, 'prefetch report recorded'));
+  prefetcher?.on('pushed', (e) => log.info({ image: e.imageRef, manifest: e.manifestDigest, artifact: e.artifactDigest }, 'prefetch report pushed to the registry'));
   prefetcher?.on('error', (err) => log.warn({ err: String(err) }, 'prefetch error (starts are not affected)'));
 
   streamer.on('layer-streamed', (e) => log.info({ image: e.imageRef, layer: e.layerDigest, format: e.format, files: e.files }, 'layer is streamed'));
