@@ -118,6 +118,7 @@ export {
   MAX_PREFETCH_REPORT_BYTES,
   buildPrefetchReport,
   checkPrefetchReport,
+  landmarkPrefetchReport,
   layerIndexIdentity,
   parsePrefetchReport,
   reportBytes,

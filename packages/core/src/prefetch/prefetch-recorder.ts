@@ -74,7 +74,7 @@ export class PrefetchRecorder {
     if (e.priority !== 'foreground' || !this.#layers.has(e.layerDigest)) return;
     this.#reads.push({ layer: e.layerDigest, block: e.block });
     if (this.#quietTimer !== undefined) clearTimeout(this.#quietTimer);
+    // not unref'd: a recording that saw reads finishes (at most quietMs) before the process may exit
     this.#quietTimer = setTimeout(() => this.stop(), this.#quietMs);
-    this.#quietTimer.unref?.();
   };
 }

@@ -176,3 +176,18 @@ export function reportBytes(report: PrefetchReport, indexes: ReadonlyMap<Digest,
   }
   return total;
 }
+
+/**
+ * A report made from eStargz prioritized-files landmarks: for each layer whose index knows how
+ * many leading blocks hold the files before `.prefetch.landmark` (`prioritizedBlocks`), those
+ * blocks, bottom layer first. Undefined when no layer has a landmark.
+ */
+export function landmarkPrefetchReport(manifestDigest: Digest, indexes: readonly LayerIndex[]): PrefetchReport | undefined {
+  const ranges: PrefetchRange[] = [];
+  indexes.forEach((index, layer) => {
+    const n = (index as { prioritizedBlocks?: unknown }).prioritizedBlocks;
+    if (typeof n === 'number' && n > 0 && n <= index.blocks.length) ranges.push({ layer, first: 0, count: n });
+  });
+  if (ranges.length === 0) return undefined;
+  return { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: new Date().toISOString(), layers: indexes.map(reportLayerOf), ranges };
+}

@@ -7,7 +7,7 @@ import type { FetchLayer } from '../fetch/block-fetcher.js';
 import type { LayerIndex } from '../index/model.js';
 import { fetchPrefetchReport, pushPrefetchReport } from '../prefetch/prefetch-artifact.js';
 import { PrefetchRecorder } from '../prefetch/prefetch-recorder.js';
-import { checkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
+import { checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
 import { PrefetchReportStore } from '../prefetch/prefetch-report-store.js';
 import { PrefetchReplay, type PrefetchReplayResult } from '../prefetch/prefetch-replay.js';
 import { parseReference, withDigest } from '../registry/reference.js';
@@ -39,8 +39,8 @@ export interface ImagePrefetcherOptions {
   pushReports?: boolean;
 }
 
-/** Where a report came from. */
-export type PrefetchReportSource = 'local' | 'registry';
+/** Where a report came from (`estargz-landmark`: the prioritized files of eStargz layers). */
+export type PrefetchReportSource = 'local' | 'registry' | 'estargz-landmark';
 
 /** What an {@link ImagePrefetcher} emits. */
 export interface ImagePrefetcherEvents {
@@ -172,6 +172,13 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       this.#report({ imageRef, manifestDigest, status: 'stale', source, reason: String((err as Error)?.message ?? err) });
       return this.#record(imageRef, manifestDigest, layers);
     }
+    let recorder: PrefetchRecorder | undefined;
+    if (report === undefined) {
+      // eStargz prioritized files: replay them, and record a real report of this start as well
+      report = landmarkPrefetchReport(manifestDigest, layers.map((l) => l.index));
+      source = 'estargz-landmark';
+      if (report !== undefined) recorder = this.#record(imageRef, manifestDigest, layers).recorder;
+    }
     if (report === undefined) {
       this.#report({ imageRef, manifestDigest, status: 'missing' });
       return this.#record(imageRef, manifestDigest, layers);
@@ -212,7 +219,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.#opts.waitMs))),
     ]);
     clearTimeout(timer);
-    return { mode: 'replay', firstBatchReady: ready, replay };
+    return { mode: 'replay', firstBatchReady: ready, replay, ...(recorder !== undefined ? { recorder } : {}) };
   }
 
   #record(imageRef: string, manifestDigest: Digest, layers: StreamedLayer[]): PrefetchStart {
