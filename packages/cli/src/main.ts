@@ -3,6 +3,7 @@ import { ImgstreamError } from '@imgstream/core';
 import { inspectCommand } from './commands/inspect.js';
 import { catCommand, indexCommand, lsCommand } from './commands/image-files.js';
 import { layerCommand } from './commands/layer.js';
+import { prefetchCommand } from './commands/prefetch.js';
 
 const program = new Command('imgstream')
   .description('Image streaming for containerd: inspect, index and read images from any OCI registry.')
@@ -13,6 +14,7 @@ program.addCommand(indexCommand());
 program.addCommand(lsCommand());
 program.addCommand(catCommand());
 program.addCommand(layerCommand());
+program.addCommand(prefetchCommand());
 
 try {
   await program.parseAsync(process.argv);
