@@ -58,7 +58,13 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
   streamer.on('layer-fallback', (e) => log.warn({ image: e.imageRef, layer: e.layerDigest, code: e.code, reason: e.reason }, 'layer is not streamed: containerd pulls it in full'));
   streamer.on('layer-complete', (e) => {
     log.info({ layer: e.layerDigest, dir: e.dir, bytes: e.bytes, durationMs: Math.round(e.durationMs) }, 'layer downloaded: new containers use the local copy');
-    if (fs.listLayers().includes(e.layerDigest)) fs.setLayerLocalDir(e.layerDigest, e.dir);
+    // a layer an image's prefetch recording reads stays on the fetcher until the recording ends
+    const recorded = prefetcher?.whenRecorded(e.layerDigest);
+    if (recorded === undefined) {
+      if (fs.listLayers().includes(e.layerDigest)) fs.setLayerLocalDir(e.layerDigest, e.dir);
+    } else {
+      void recorded.then(() => fs.listLayers().includes(e.layerDigest) && fs.setLayerLocalDir(e.layerDigest, e.dir));
+    }
   });
   streamer.on('download-failed', (e) => log.warn({ layer: e.layerDigest, err: String((e.error as Error)?.message ?? e.error) }, 'background download failed; reads keep streaming'));
   streamer.on('gc', (r) => r.removed.length > 0 && log.info({ removed: r.removed }, 'garbage collection removed layers'));
@@ -104,7 +110,8 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
     openLayer: attach,
     async lowerDir(req: LayerRef): Promise<LowerDirReply> {
       const state = streamer.layerState(req.layerDigest as Digest);
-      if (state.localDir !== undefined) return { dir: state.localDir, local: true };
+      // while a prefetch recording reads the layer, containers get the FUSE view, so their reads are seen
+      if (state.localDir !== undefined && prefetcher?.whenRecorded(req.layerDigest as Digest) === undefined) return { dir: state.localDir, local: true };
       const opened = await attach(req);
       if (!opened.remote) throw Object.assign(new Error(`layer ${req.layerDigest} cannot be streamed any more: ${opened.reason}`), { code: opened.code });
       return { dir: opened.dir, local: false };

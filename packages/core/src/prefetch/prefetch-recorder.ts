@@ -1,5 +1,5 @@
 import type { Digest } from '../digest.js';
-import type { BlockFetcher, CacheLookupEvent } from '../fetch/block-fetcher.js';
+import type { BlockFetcher, CacheLookupEvent, ReadEvent } from '../fetch/block-fetcher.js';
 import { defaults } from '../defaults.js';
 import { invalidOption } from '../errors.js';
 import type { LayerIndex } from '../index/model.js';
@@ -24,14 +24,15 @@ export interface PrefetchRecorderOptions {
 /**
  * Records an image's start-up working set: every block of its layers looked up by a foreground
  * read of the fetcher (content cache hit or miss), in order, until the reads go quiet or the time
- * limit passes. Reads served from a complete local layer do not pass through blocks and are not
- * seen: record on a node where the layers are streamed.
+ * limit passes. Reads the fetcher serves from a complete local layer count by the blocks their
+ * file range lies in; reads that bypass the fetcher (a FUSE layer switched to its local
+ * directory) are not seen.
  */
 export class PrefetchRecorder {
   /** Resolves with the report when recording stops. */
   readonly done: Promise<PrefetchReport>;
   readonly #fetcher: BlockFetcher;
-  readonly #layers: Set<Digest>;
+  readonly #layers: Map<Digest, LayerIndex>;
   readonly #reads: Array<{ layer: Digest; block: number }> = [];
   readonly #quietMs: number;
   #quietTimer: NodeJS.Timeout | undefined;
@@ -42,7 +43,7 @@ export class PrefetchRecorder {
   constructor(options: PrefetchRecorderOptions) {
     if (options?.fetcher === undefined) throw invalidOption('fetcher', 'is required');
     this.#fetcher = options.fetcher;
-    this.#layers = new Set(options.layers.map((l) => l.layerDigest));
+    this.#layers = new Map(options.layers.map((l) => [l.layerDigest, l]));
     this.#quietMs = options.quietMs ?? defaults.prefetch.quietMs;
     const maxMs = options.recordMaxMs ?? defaults.prefetch.recordMaxMs;
     if (!(this.#quietMs > 0)) throw invalidOption('quietMs', 'must be positive');
@@ -50,6 +51,7 @@ export class PrefetchRecorder {
     const stopped = new Promise<void>((resolve) => (this.#resolve = resolve));
     this.done = stopped.then(() => buildPrefetchReport(options.manifestDigest, options.layers.map(reportLayerOf), this.#reads));
     this.#fetcher.on('cache', this.#onCache);
+    this.#fetcher.on('read', this.#onRead);
     this.#maxTimer = setTimeout(() => this.stop(), maxMs);
     this.#maxTimer.unref?.();
     options.signal?.addEventListener('abort', () => this.stop(), { once: true });
@@ -65,6 +67,7 @@ export class PrefetchRecorder {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#fetcher.off('cache', this.#onCache);
+    this.#fetcher.off('read', this.#onRead);
     clearTimeout(this.#maxTimer);
     if (this.#quietTimer !== undefined) clearTimeout(this.#quietTimer);
     this.#resolve();
@@ -72,9 +75,22 @@ export class PrefetchRecorder {
 
   readonly #onCache = (e: CacheLookupEvent): void => {
     if (e.priority !== 'foreground' || !this.#layers.has(e.layerDigest)) return;
-    this.#reads.push({ layer: e.layerDigest, block: e.block });
+    this.#add(e.layerDigest, e.block);
+  };
+
+  /** Reads served from a complete local layer: the blocks their file range lies in, by the index. */
+  readonly #onRead = (e: ReadEvent): void => {
+    if (!e.local || e.priority !== 'foreground' || e.path === undefined) return;
+    const entry = this.#layers.get(e.layerDigest)?.entries.get(e.path);
+    if (entry?.extents === undefined) return;
+    const end = e.offset + e.bytes;
+    for (const x of entry.extents) if (x.fileOffset < end && x.fileOffset + x.length > e.offset) this.#add(e.layerDigest, x.block);
+  };
+
+  #add(layer: Digest, block: number): void {
+    this.#reads.push({ layer, block });
     if (this.#quietTimer !== undefined) clearTimeout(this.#quietTimer);
     // not unref'd: a recording that saw reads finishes (at most quietMs) before the process may exit
     this.#quietTimer = setTimeout(() => this.stop(), this.#quietMs);
-  };
+  }
 }

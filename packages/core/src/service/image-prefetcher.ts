@@ -81,6 +81,8 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
   readonly #started = new Map<Digest, Promise<PrefetchStart>>();
   readonly #controller = new AbortController();
   readonly #pendingStores = new Set<Promise<void>>();
+  /** layer digest -> recordings in progress that read it */
+  readonly #recording = new Map<Digest, Set<Promise<unknown>>>();
 
   constructor(options: ImagePrefetcherOptions) {
     super();
@@ -125,6 +127,17 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       this.#started.set(digest, start);
     }
     return start;
+  }
+
+  /**
+   * When a recording in progress reads this layer: resolves when every such recording stopped.
+   * A FUSE server keeps serving the layer through the fetcher until then (reads of a local
+   * directory bypass the fetcher and would not be recorded). Undefined when none is.
+   */
+  whenRecorded(layerDigest: Digest): Promise<void> | undefined {
+    const set = this.#recording.get(layerDigest);
+    if (set === undefined || set.size === 0) return undefined;
+    return Promise.allSettled([...set]).then(() => undefined);
   }
 
   /**
@@ -231,6 +244,19 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       quietMs: this.#opts.quietMs,
       recordMaxMs: this.#opts.recordMaxMs,
       signal: this.#controller.signal,
+    });
+    const done = recorder.done;
+    for (const l of layers) {
+      const set = this.#recording.get(l.digest) ?? new Set();
+      set.add(done);
+      this.#recording.set(l.digest, set);
+    }
+    void done.finally(() => {
+      for (const l of layers) {
+        const set = this.#recording.get(l.digest);
+        set?.delete(done);
+        if (set?.size === 0) this.#recording.delete(l.digest);
+      }
     });
     const stored = recorder.done
       .then(async (report) => {
