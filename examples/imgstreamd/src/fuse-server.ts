@@ -110,8 +110,7 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
     openLayer: attach,
     async lowerDir(req: LayerRef): Promise<LowerDirReply> {
       const state = streamer.layerState(req.layerDigest as Digest);
-      // while a prefetch recording reads the layer, containers get the FUSE view, so their reads are seen
-      if (state.localDir !== undefined && prefetcher?.whenRecorded(req.layerDigest as Digest) === undefined) return { dir: state.localDir, local: true };
+      if (state.localDir !== undefined) return { dir: state.localDir, local: true };
       const opened = await attach(req);
       if (!opened.remote) throw Object.assign(new Error(`layer ${req.layerDigest} cannot be streamed any more: ${opened.reason}`), { code: opened.code });
       return { dir: opened.dir, local: false };
