@@ -6,7 +6,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseReference } from '@imgstream/core';
-import { pushTinyImage } from '../test/helpers/tiny-image.ts';
+import { pushTreeImage } from '../test/helpers/image-builder.ts';
 
 const refText = process.argv[2];
 const dataMb = Number(process.argv[3] ?? 192);
@@ -15,7 +15,6 @@ if (refText === undefined || !Number.isSafeInteger(dataMb) || dataMb < 2) {
   process.exit(2);
 }
 const ref = parseReference(refText);
-const cleanups: Array<() => unknown> = [];
 const scratch = await mkdtemp(join(tmpdir(), 'imgstream-demo-data-'));
 try {
   const half = Math.floor(dataMb / 2);
@@ -27,7 +26,7 @@ try {
     await writeFile(f, Buffer.concat(parts));
     files.push(f);
   }
-  const image = await pushTinyImage({ after: (fn) => cleanups.push(fn) }, `http://${ref.registry}`, `${ref.repository}:${ref.tag ?? 'latest'}`, [
+  const image = await pushTreeImage(`http://${ref.registry}`, `${ref.repository}:${ref.tag ?? 'latest'}`, [
     { 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, 'etc/hostname': 'imgstream-demo\n', tmp: { dir: true } },
     { 'data/model-a.bin': { copyFrom: files[0]!, mode: 0o644 } },
     { 'data/model-b.bin': { copyFrom: files[1]!, mode: 0o644 } },
@@ -35,6 +34,5 @@ try {
   ]);
   console.log(`pushed ${image.ref} (${image.layerDigests.length} gzip layers, ${2 * half} MiB of data files) manifest ${image.manifestDigest}`);
 } finally {
-  for (const fn of cleanups.reverse()) await fn();
   await rm(scratch, { recursive: true, force: true });
 }

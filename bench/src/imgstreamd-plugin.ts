@@ -61,6 +61,15 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
     if (Date.now() > deadline) throw new Error(`imgstreamd not ready after 60 s:\n${log}`);
     await sleep(50);
   }
+  // /metrics is on the node namespace's loopback
+  const metrics = (): Promise<string> =>
+    new Promise<string>((resolve, reject) => {
+      const c = spawn('nsenter', [`--net=${ctx.netnsPath}`, '--', 'curl', '-fsS', `http://127.0.0.1:${metricsPort}/metrics`]);
+      let out = '';
+      c.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      c.on('error', reject);
+      c.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`metrics: curl exited ${code}`))));
+    });
   // the supervisor and the children it started (JSON log records `{"child", "pid", "msg": "started"}`)
   const pids = (): number[] => {
     const children = new Map<string, number>();
@@ -78,16 +87,22 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
     snapshotter: 'imgstream',
     pids,
     async stats() {
-      // /metrics is on the node namespace's loopback
-      const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) => {
-        const c = spawn('nsenter', [`--net=${ctx.netnsPath}`, '--', 'curl', '-fsS', `http://127.0.0.1:${metricsPort}/metrics`]);
-        let out = '';
-        c.stdout.on('data', (b: Buffer) => (out += b.toString()));
-        c.on('exit', (code) => (code === 0 ? resolve({ stdout: out }) : reject(new Error(`metrics: curl exited ${code}`))));
-      });
-      const value = (kind: string) => Number(new RegExp(`imgstream_fetched_bytes_total\\{kind="${kind}"\\} (\\d+)`).exec(stdout)?.[1] ?? 0);
+      const text = await metrics();
+      const value = (kind: string) => Number(new RegExp(`imgstream_fetched_bytes_total\\{kind="${kind}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
       return { onDemandBytes: value('on_demand'), backgroundBytes: value('background') };
     },
-    stop: () => stopChild(child, 20_000),
+    // Before stopping, let the background downloads finish (they start once start-up reads go
+    // quiet), so the layer cache is complete for the imgstream-cached scenario.
+    async stop() {
+      const deadline = Date.now() + 120_000;
+      while (child.exitCode === null && Date.now() < deadline) {
+        const text = await metrics().catch(() => '');
+        const remote = Number(/imgstream_layers_total\{decision="remote",reason=""\} (\d+)/.exec(text)?.[1] ?? 0);
+        const done = Number(/imgstream_layers_downloaded_total (\d+)/.exec(text)?.[1] ?? 0);
+        if (text === '' || done >= remote || log.includes('background download failed')) break;
+        await sleep(200);
+      }
+      await stopChild(child, 20_000);
+    },
   };
 }

@@ -78,3 +78,26 @@ export async function sh(cmd: string, args: readonly string[], options: { timeou
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
   return r.stdout;
 }
+
+/** One line per path: type, mode, owner, size (not for dirs), mtime, link target, links (not for dirs), content hash, xattrs. */
+export async function describeTree(dir: string): Promise<Map<string, string>> {
+  const lines = (await sh('find', [dir, '-mindepth', '1', '-printf', '%P|%y|%m|%U|%G|%s|%T@|%l|%n\n'], { timeoutMs: 60_000 })).trim().split('\n');
+  const out = new Map<string, string>();
+  for (const line of lines) {
+    const [p, y, m, u, g, s, tm, l, n] = line.split('|');
+    out.set(p!, `${y} ${m} ${u}:${g} size=${y === 'd' ? '-' : s} mtime=${Math.floor(Number(tm))} link=${l} nlink=${y === 'd' ? '-' : n}`);
+  }
+  const sums = (await sh('sh', ['-c', `cd '${dir}' && find . -type f -print0 | xargs -0 sha256sum`], { timeoutMs: 60_000 })).trim().split('\n');
+  for (const line of sums) {
+    const hash = line.slice(0, 64);
+    const p = line.slice(66).replace(/^\.\//, '');
+    out.set(p, `${out.get(p)} sha256=${hash}`);
+  }
+  const x = await run('getfattr', ['-R', '-P', '-d', '-m', '-', '-e', 'hex', '--absolute-names', dir], { timeoutMs: 60_000 });
+  let cur = '';
+  for (const line of x.stdout.split('\n')) {
+    if (line.startsWith('# file: ')) cur = line.slice(8).slice(dir.length + 1);
+    else if (line.includes('=') && cur !== '') out.set(cur, `${out.get(cur)} ${line}`);
+  }
+  return out;
+}

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { buildEstargz } from './estargz-builder.ts';
-import { buildTar, gzip, type TarEntrySpec } from './tar-builder.ts';
+import { buildTar, gzip, treeEntries, type TarEntrySpec, type TreeEntry } from './tar-builder.ts';
 
 const run = promisify(execFile);
 
@@ -132,4 +132,49 @@ export async function writeOciArchive(image: BuiltImage, dir: string, file: stri
 /** Pushes an OCI layout directory to a plain-HTTP registry on loopback with skopeo, blobs and digests unchanged (uncompressed layers stay uncompressed). */
 export async function pushOciLayout(dir: string, tag: string, registryHost: string, repo: string): Promise<void> {
   await run('skopeo', ['copy', '--quiet', '--preserve-digests', '--dest-tls-verify=false', `oci:${dir}:${tag}`, `docker://${registryHost}/${repo}:${tag}`], { timeout: 60_000 });
+}
+
+/** What {@link pushImage} pushed. */
+export interface PushedBuiltImage {
+  /** `HOST/REPO:TAG` */
+  readonly ref: string;
+  readonly manifestDigest: `sha256:${string}`;
+  readonly layerDigests: readonly `sha256:${string}`[];
+  readonly diffIds: readonly `sha256:${string}`[];
+}
+
+async function putBlob(registryUrl: string, repo: string, blob: Blob): Promise<void> {
+  const start = await fetch(`${registryUrl}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
+  await start.arrayBuffer();
+  if (start.status !== 202) throw new Error(`blob upload start: HTTP ${start.status}`);
+  const location = new URL(start.headers.get('location')!, registryUrl);
+  location.searchParams.set('digest', blob.digest);
+  const put = await fetch(location, { method: 'PUT', body: blob.bytes, headers: { 'content-type': 'application/octet-stream' } });
+  await put.arrayBuffer();
+  if (put.status !== 201) throw new Error(`blob upload: HTTP ${put.status}`);
+}
+
+/** Pushes a built image to a plain-HTTP registry (`http://127.0.0.1:PORT`) as `REPO:TAG`, with plain HTTP requests (no skopeo). */
+export async function pushImage(registryUrl: string, name: string, image: BuiltImage): Promise<PushedBuiltImage> {
+  const [repo, tag = 'latest'] = name.split(':') as [string, string?];
+  for (const b of [...image.layers, image.config]) await putBlob(registryUrl, repo, b);
+  const res = await fetch(`${registryUrl}/v2/${repo}/manifests/${tag}`, { method: 'PUT', body: image.manifest.bytes, headers: { 'content-type': image.manifest.mediaType } });
+  await res.arrayBuffer();
+  if (res.status !== 201) throw new Error(`manifest upload: HTTP ${res.status}`);
+  return {
+    ref: `${new URL(registryUrl).host}/${repo}:${tag}`,
+    manifestDigest: image.manifest.digest,
+    layerDigests: image.layers.map((l) => l.digest),
+    diffIds: image.layers.map((l) => l.diffId),
+  };
+}
+
+/** The host's architecture in OCI terms. */
+export const hostArchitecture = process.arch === 'x64' ? 'amd64' : process.arch;
+
+/** Builds an image of tree layers (bottom first) for this host's platform, with `Cmd` (default `/bin/busybox true`) and `PATH=/bin`, and pushes it. */
+export async function pushTreeImage(registryUrl: string, name: string, trees: ReadonlyArray<Record<string, TreeEntry>>, options: { cmd?: string[] } = {}): Promise<PushedBuiltImage> {
+  const layers = await Promise.all(trees.map(async (tree) => ({ entries: await treeEntries(tree) })));
+  const image = buildImage({ layers, architecture: hostArchitecture, config: { config: { Cmd: options.cmd ?? ['/bin/busybox', 'true'], Env: ['PATH=/bin'] } } });
+  return pushImage(registryUrl, name, image);
 }

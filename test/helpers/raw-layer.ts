@@ -1,10 +1,10 @@
 /**
- * TEST-ONLY: a minimal ustar writer that records where each file's data lies, and a LayerIndex of
- * the "raw" (uncompressed) layout built from it. The real raw/zran/eStargz indexes come from
- * core's index formats; this exists so the block fetcher can be tested against a real HTTP server
- * before they land. Blocks are fixed-size slices of the blob, each verified by its sha256.
+ * BENCH-ONLY (bench/src/engine.ts is its last user; tests use core's buildRawIndex): a LayerIndex of
+ * the "raw" layout built synchronously from a tar of regular files, blocks being fixed-size slices
+ * of the blob, each verified by its sha256. Switch the bench to buildRawIndex and delete this file.
  */
 import { createHash } from 'node:crypto';
+import { buildTar as buildTarEntries, pseudoRandom, type TarEntrySpec } from './tar-builder.ts';
 import { ErrorCode, ImgstreamError, sha256Digest, type BlockInfo, type Extent, type FileEntry, type LayerIndex } from '@imgstream/core';
 
 export interface TarFileSpec {
@@ -20,51 +20,34 @@ export interface BuiltTar {
   files: TarFileSpec[];
 }
 
-function header(name: string, size: number, mode: number, type = '0'): Buffer {
-  const h = Buffer.alloc(512);
-  if (Buffer.byteLength(name) > 100) throw new Error(`test tar writer: name too long: ${name}`);
-  h.write(name, 0, 'utf8');
-  h.write(mode.toString(8).padStart(7, '0') + '\0', 100);
-  h.write('0000000\0', 108);
-  h.write('0000000\0', 116);
-  h.write(size.toString(8).padStart(11, '0') + '\0', 124);
-  h.write((1_700_000_000).toString(8).padStart(11, '0') + '\0', 136);
-  h.write('        ', 148);
-  h.write(type, 156);
-  h.write('ustar\0', 257);
-  h.write('00', 263);
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
-  return h;
-}
-
-/** An uncompressed tar of regular files (plus their parent dirs) with known data offsets. */
+/** An uncompressed tar of regular files (each parent dir before its first file), with known data offsets. */
 export function buildTar(files: TarFileSpec[]): BuiltTar {
-  const parts: Buffer[] = [];
-  const offsets = new Map<string, number>();
-  let pos = 0;
+  const entries: TarEntrySpec[] = [];
   const dirs = new Set<string>();
   for (const f of files) {
     const segs = f.path.split('/');
     for (let i = 1; i < segs.length; i++) {
       const d = segs.slice(0, i).join('/');
-      if (dirs.has(d)) continue;
+      if (!dirs.has(d)) entries.push({ type: 'dir', name: `${d}/`, mtime: 1_700_000_000 });
       dirs.add(d);
-      parts.push(header(d + '/', 0, 0o755, '5'));
-      pos += 512;
     }
-    parts.push(header(f.path, f.content.byteLength, f.mode ?? 0o644));
-    pos += 512;
-    offsets.set(f.path, pos);
-    parts.push(Buffer.from(f.content));
-    const pad = (512 - (f.content.byteLength % 512)) % 512;
-    parts.push(Buffer.alloc(pad));
-    pos += f.content.byteLength + pad;
+    entries.push({ type: 'file', name: f.path, content: f.content, mode: f.mode ?? 0o644, mtime: 1_700_000_000 });
   }
-  parts.push(Buffer.alloc(1024));
-  return { tar: Buffer.concat(parts), offsets, files };
+  const tar = Buffer.from(buildTarEntries(entries));
+  // every entry here is one 512-byte header followed by its padded data
+  const offsets = new Map<string, number>();
+  let pos = 0;
+  for (const e of entries) {
+    pos += 512;
+    if (e.type === 'file') {
+      offsets.set(e.name, pos);
+      pos += Math.ceil(bytesOf(e.content).byteLength / 512) * 512;
+    }
+  }
+  return { tar, offsets, files };
 }
+
+const bytesOf = (c: Uint8Array | string | undefined): Uint8Array => (typeof c === 'string' ? new TextEncoder().encode(c) : c ?? new Uint8Array(0));
 
 /** A LayerIndex over `built.tar` cut into `blockSize` blocks. */
 export function rawTestIndex(built: BuiltTar, blockSize: number, onDecode?: (block: number) => void): LayerIndex {
@@ -125,14 +108,4 @@ export function rawTestIndex(built: BuiltTar, blockSize: number, onDecode?: (blo
 }
 
 /** Deterministic pseudo-random bytes. */
-export function pseudoRandomBytes(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+export const pseudoRandomBytes = (length: number, seed: number): Uint8Array => pseudoRandom(length, seed);

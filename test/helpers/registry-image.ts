@@ -1,4 +1,4 @@
-import { gzipSync } from 'node:zlib';
+import { buildTar, gzip } from './tar-builder.ts';
 import { MediaType, parseReference, sha256Digest, type Descriptor, type ImageManifest, type Platform, type RegistryClient } from '@imgstream/core';
 
 /** A file of a tiny tar layer. */
@@ -6,36 +6,6 @@ export interface TinyFile {
   path: string;
   content: Uint8Array | string;
   mode?: number;
-}
-
-function octal(n: number, width: number): string {
-  return n.toString(8).padStart(width - 1, '0') + '\0';
-}
-
-/** A minimal ustar archive of regular files (enough for demos and registry tests; no PAX, no links). */
-export function tinyTar(files: TinyFile[]): Buffer {
-  const blocks: Buffer[] = [];
-  for (const f of files) {
-    const data = typeof f.content === 'string' ? Buffer.from(f.content) : Buffer.from(f.content);
-    if (Buffer.byteLength(f.path) > 100) throw new Error(`tinyTar: path too long: ${f.path}`);
-    const h = Buffer.alloc(512);
-    h.write(f.path, 0, 'utf8');
-    h.write(octal(f.mode ?? 0o644, 8), 100);
-    h.write(octal(0, 8), 108);
-    h.write(octal(0, 8), 116);
-    h.write(octal(data.length, 12), 124);
-    h.write(octal(0, 12), 136);
-    h.write('        ', 148);
-    h.write('0', 156);
-    h.write('ustar\0', 257);
-    h.write('00', 263);
-    let sum = 0;
-    for (const b of h) sum += b;
-    h.write(octal(sum, 7) + ' ', 148);
-    blocks.push(h, data, Buffer.alloc((512 - (data.length % 512)) % 512));
-  }
-  blocks.push(Buffer.alloc(1024));
-  return Buffer.concat(blocks);
 }
 
 export interface TinyImageOptions {
@@ -66,8 +36,8 @@ export async function pushTinyImage(client: RegistryClient, ref: string, options
   const layers: { descriptor: Descriptor; bytes: Buffer }[] = [];
   const diffIds: string[] = [];
   for (const files of fileLayers) {
-    const tar = tinyTar(files);
-    const gz = gzipSync(tar);
+    const tar = buildTar(files.map((f) => ({ type: 'file', name: f.path, content: f.content, mode: f.mode ?? 0o644, mtime: 0 })));
+    const gz = Buffer.from(gzip(tar));
     diffIds.push(sha256Digest(tar));
     const d = await client.pushBlob(r, gz, { mediaType: docker ? MediaType.DOCKER_LAYER_GZIP : MediaType.OCI_LAYER_GZIP });
     layers.push({ descriptor: d, bytes: gz });

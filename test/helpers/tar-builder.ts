@@ -1,6 +1,7 @@
 // Builds tar archives from entry lists, byte for byte, for tests: ustar, PAX (long names, long
 // links, xattrs, sub-second mtimes, large uid/gid), GNU long names/links, every entry type, and
 // sparse files (GNU old 'S', PAX 0.1 and 1.0). Written from the POSIX/GNU format descriptions.
+import { readFile } from 'node:fs/promises';
 import { gzipSync } from 'node:zlib';
 
 export type TarEntrySpec =
@@ -328,4 +329,35 @@ export function pseudoRandom(length: number, seed: number, text = false): Uint8A
     out[i] = x & 0xff;
   }
   return out;
+}
+
+/**
+ * A layer written as a directory tree: path -> content. `{ copyFrom }` copies a host file (e.g.
+ * /usr/bin/busybox), `{ whiteout: true }` writes the OCI `.wh.NAME` entry, `{ opaque: true }` an
+ * opaque directory, `{ dir: true }` an empty directory. Paths are relative to the image root.
+ */
+export type TreeEntry = string | { copyFrom: string; mode?: number } | { whiteout: true } | { opaque: true } | { dir: true };
+
+/** The tar entries of a tree layer: every parent directory (0755) first, then the entries, sorted by name (root:root). */
+export async function treeEntries(tree: Record<string, TreeEntry>): Promise<TarEntrySpec[]> {
+  const dirs = new Set<string>();
+  const files: TarEntrySpec[] = [];
+  const addParents = (path: string): void => {
+    const segs = path.split('/');
+    for (let i = 1; i < segs.length; i++) dirs.add(segs.slice(0, i).join('/'));
+  };
+  for (const [path, entry] of Object.entries(tree)) {
+    addParents(path);
+    const base = path.slice(path.lastIndexOf('/') + 1);
+    const parent = path.slice(0, path.length - base.length);
+    if (typeof entry === 'string') files.push({ type: 'file', name: path, content: entry });
+    else if ('copyFrom' in entry) files.push({ type: 'file', name: path, content: new Uint8Array(await readFile(entry.copyFrom)), mode: entry.mode ?? 0o755 });
+    else if ('whiteout' in entry) files.push({ type: 'file', name: `${parent}.wh.${base}`, content: '' });
+    else if ('opaque' in entry) {
+      dirs.add(path);
+      files.push({ type: 'file', name: `${path}/.wh..wh..opq`, content: '' });
+    } else dirs.add(path);
+  }
+  const all: TarEntrySpec[] = [...[...dirs].map((d): TarEntrySpec => ({ type: 'dir', name: `${d}/` })), ...files];
+  return all.sort((a, b) => (a.name! < b.name! ? -1 : a.name! > b.name! ? 1 : 0));
 }

@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ImageStreamer, RegistryClient, fetchPrefetchReport, indexImage, parsePrefetchReport, parseReference, type Digest } from '@imgstream/core';
 import { startRegistry } from '../helpers/registry.ts';
-import { pushTinyImage, type LayerEntry } from '../helpers/tiny-image.ts';
+import { pushTreeImage } from '../helpers/image-builder.ts';
+import type { TreeEntry as LayerEntry } from '../helpers/tar-builder.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const run = promisify(execFile);
@@ -19,7 +20,7 @@ test('imgstream prefetch record REF -- CMD: runs CMD in the streamed image, writ
   const registry = await startRegistry(t);
   const app: Record<string, LayerEntry> = {};
   for (let i = 0; i < 24; i++) app[`app/m${i}.txt`] = randomBytes(72 * 1024).toString('base64');
-  const image = await pushTinyImage(t, registry.url, 'cli-prefetch:1', [{ 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, tmp: { dir: true } }, app]);
+  const image = await pushTreeImage(registry.url, 'cli-prefetch:1', [{ 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, tmp: { dir: true } }, app]);
   const client = new RegistryClient({ plainHttpLoopback: true });
   t.after(() => client.close());
   await indexImage(client, parseReference(image.ref), { spanBytes: 128 * 1024 });

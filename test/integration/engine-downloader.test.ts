@@ -2,15 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BlockFetcher, FetchScheduler, LayerCache, LayerDownloader, sha256Digest } from '@imgstream/core';
-import { buildLayerTar, gzip } from '../helpers/layer-tar.ts';
+import { BlockFetcher, buildRawIndex, FetchScheduler, LayerCache, LayerDownloader, sha256Digest } from '@imgstream/core';
 import { httpRangeReader, httpStreamOpener, startRangeServer } from '../helpers/range-server.ts';
-import { buildTar, pseudoRandomBytes, rawTestIndex } from '../helpers/raw-layer.ts';
+import { buildTar, chunked, gzip, pseudoRandom } from '../helpers/tar-builder.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 async function layer(seed: number, bytes = 600_000) {
-  const tar = await buildLayerTar([{ name: `data-${seed}`, content: pseudoRandomBytes(bytes, seed) }]);
-  const blob = gzip(tar);
+  const tar = buildTar([{ type: 'file', name: `data-${seed}`, content: pseudoRandom(bytes, seed) }]);
+  const blob = Buffer.from(gzip(tar));
   return { blob, digest: sha256Digest(blob), diffId: sha256Digest(tar) };
 }
 
@@ -81,13 +80,13 @@ test('at most maxLayerDownloads layers download at once', async (t) => {
 });
 
 test('prefetch (loadBlocks) fills the cache with coalesced requests so later reads stay off the network', async (t) => {
-  const files = [{ path: 'a', content: pseudoRandomBytes(700_000, 3) }];
-  const built = buildTar(files);
-  const index = rawTestIndex(built, 64 * 1024);
-  const server = await startRangeServer(t, built.tar);
+  const files = [{ path: 'a', content: pseudoRandom(700_000, 3) }];
+  const tar = Buffer.from(buildTar(files.map((f) => ({ type: 'file', name: f.path, content: f.content }))));
+  const index = await buildRawIndex(chunked(tar, 1 << 20), { spanBytes: 64 * 1024 });
+  const server = await startRangeServer(t, tar);
   const fetcher = new BlockFetcher({ maxContentCacheBytes: 1 << 24, readAheadBytes: 0, scheduler: new FetchScheduler({ maxConcurrentFetches: 2 }) });
   t.after(() => fetcher.close());
-  const l = { index, reader: httpRangeReader(server.url, built.tar.byteLength) };
+  const l = { index, reader: httpRangeReader(server.url, tar.byteLength) };
   const entry = index.entries.get('a')!;
   const blocks = entry.extents!.map((e) => e.block);
   await fetcher.loadBlocks(l, blocks);

@@ -5,38 +5,37 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, ImgstreamError, LayerCache, LayerDownloader, sha256Digest, type Digest } from '@imgstream/core';
-import { buildLayerTar, gzip, type LayerEntrySpec } from '../helpers/layer-tar.ts';
 import { httpRangeReader, httpStreamOpener, startRangeServer } from '../helpers/range-server.ts';
-import { pseudoRandomBytes } from '../helpers/raw-layer.ts';
+import { buildTar, gzip, pseudoRandom, type TarEntrySpec } from '../helpers/tar-builder.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
-const T = new Date(1_650_000_000_000);
+const T = 1_650_000_000;
 const binary = Buffer.from([0x00, 0xff, 0x01, 0x80, 0x7f]);
 
-const ENTRIES: LayerEntrySpec[] = [
-  { name: './', type: 'directory', mode: 0o755, mtime: T },
-  { name: 'etc/', type: 'directory', mode: 0o755, mtime: T },
-  { name: 'etc/passwd', content: 'root:x:0:0::/root:/bin/sh\n', mode: 0o644, mtime: new Date(1_651_000_000_000) },
-  { name: 'usr/bin/su', content: 'SU', mode: 0o4755, mtime: T },
-  { name: 'usr/bin/su-link', type: 'link', linkname: 'usr/bin/su' },
-  { name: 'tmp/', type: 'directory', mode: 0o1777, mtime: T },
-  { name: 'home/user/', type: 'directory', mode: 0o700, uid: 1000, gid: 1000, mtime: T },
-  { name: 'home/user/notes', content: 'n', mode: 0o2640, uid: 1000, gid: 1001, mtime: T },
-  { name: 'bin/busybox', content: 'BB', mode: 0o755, pax: { 'SCHILY.xattr.user.comment': 'hello world', 'LIBARCHIVE.xattr.trusted.bin': binary.toString('base64') } },
-  { name: 'bin/sh', type: 'symlink', linkname: 'busybox', mtime: T },
-  { name: 'dev/null', type: 'character-device', devmajor: 1, devminor: 3, mode: 0o666 },
-  { name: 'dev/loop9', type: 'block-device', devmajor: 7, devminor: 9, mode: 0o660, gid: 6 },
+const ENTRIES: TarEntrySpec[] = [
+  { name: './', type: 'dir', mode: 0o755, mtime: T },
+  { name: 'etc/', type: 'dir', mode: 0o755, mtime: T },
+  { name: 'etc/passwd', type: 'file', content: 'root:x:0:0::/root:/bin/sh\n', mode: 0o644, mtime: 1_651_000_000 },
+  { name: 'usr/bin/su', type: 'file', content: 'SU', mode: 0o4755, mtime: T },
+  { name: 'usr/bin/su-link', type: 'hardlink', target: 'usr/bin/su' },
+  { name: 'tmp/', type: 'dir', mode: 0o1777, mtime: T },
+  { name: 'home/user/', type: 'dir', mode: 0o700, uid: 1000, gid: 1000, mtime: T },
+  { name: 'home/user/notes', type: 'file', content: 'n', mode: 0o2640, uid: 1000, gid: 1001, mtime: T },
+  { name: 'bin/busybox', type: 'file', content: 'BB', mode: 0o755, pax: { 'SCHILY.xattr.user.comment': 'hello world', 'LIBARCHIVE.xattr.trusted.bin': binary.toString('base64') } },
+  { name: 'bin/sh', type: 'symlink', target: 'busybox', mtime: T },
+  { name: 'dev/null', type: 'char', devMajor: 1, devMinor: 3, mode: 0o666 },
+  { name: 'dev/loop9', type: 'block', devMajor: 7, devMinor: 9, mode: 0o660, gid: 6 },
   { name: 'run/fifo', type: 'fifo', mode: 0o600 },
-  { name: 'var/.wh.old', content: '' },
-  { name: 'var/.wh.gone', content: '' },
-  { name: 'opt/.wh..wh..opq', content: '' },
-  { name: 'opt/keep', content: 'k' },
-  { name: 'big/data', content: pseudoRandomBytes(3 * 1024 * 1024 + 17, 5) },
+  { name: 'var/.wh.old', type: 'file', content: '' },
+  { name: 'var/.wh.gone', type: 'file', content: '' },
+  { name: 'opt/.wh..wh..opq', type: 'file', content: '' },
+  { name: 'opt/keep', type: 'file', content: 'k' },
+  { name: 'big/data', type: 'file', content: pseudoRandom(3 * 1024 * 1024 + 17, 5) },
 ];
 
 async function layerFixture(entries = ENTRIES): Promise<{ tar: Buffer; blob: Buffer; digest: Digest; diffId: Digest }> {
-  const tar = await buildLayerTar(entries);
-  const blob = gzip(tar);
+  const tar = Buffer.from(buildTar(entries));
+  const blob = Buffer.from(gzip(tar));
   return { tar, blob, digest: sha256Digest(blob), diffId: sha256Digest(tar) };
 }
 
@@ -79,14 +78,14 @@ test('a gzip layer is verified and unpacked as an overlayfs lowerdir: modes, own
   assert.equal((await st('etc/passwd')).mtimeMs, 1_651_000_000_000);
   assert.equal((await st('usr/bin/su')).mode & 0o7777, 0o4755);
   assert.equal((await st('tmp')).mode & 0o7777, 0o1777);
-  assert.equal((await st('tmp')).mtimeMs, T.getTime());
+  assert.equal((await st('tmp')).mtimeMs, T * 1000);
   const home = await st('home/user');
   assert.deepEqual([home.mode & 0o7777, home.uid, home.gid], [0o700, 1000, 1000]);
   const notes = await st('home/user/notes');
   assert.deepEqual([notes.mode & 0o7777, notes.uid, notes.gid], [0o2640, 1000, 1001]);
   assert.equal((await st('usr/bin/su')).ino, (await st('usr/bin/su-link')).ino, 'hard link shares the inode');
   assert.equal(await readlink(join(dir, 'bin/sh')), 'busybox');
-  assert.equal((await st('bin/sh')).mtimeMs, T.getTime());
+  assert.equal((await st('bin/sh')).mtimeMs, T * 1000);
   const x = xattrs(join(dir, 'bin/busybox'));
   assert.equal(x['user.comment'], '0x' + Buffer.from('hello world').toString('hex'));
   assert.equal(x['trusted.bin'], '0x' + binary.toString('hex'));
@@ -107,7 +106,7 @@ test('a gzip layer is verified and unpacked as an overlayfs lowerdir: modes, own
   assert.deepEqual((await readdir(join(dir, 'var'))).sort(), ['gone', 'old'], 'no .wh. names remain');
   assert.equal(xattrs(join(dir, 'opt'))['trusted.overlay.opaque'], '0x79');
   assert.deepEqual(await readdir(join(dir, 'opt')), ['keep']);
-  assert.equal(Buffer.compare(await readFile(join(dir, 'big/data')), Buffer.from(ENTRIES.at(-1)!.content as Uint8Array)), 0);
+  assert.equal(Buffer.compare(await readFile(join(dir, 'big/data')), Buffer.from((ENTRIES.at(-1) as { content: Uint8Array }).content)), 0);
   assert.deepEqual(await readdir(join(cacheDir, '.staging')), [], 'staging is empty');
 
   // the directory really works as an overlayfs lower dir: whiteouts hide, opaque hides
@@ -139,7 +138,7 @@ test('uncompressed layers, a RangeReader source with faults mid-layer, and range
   assert.equal(ok.reduce((n, r) => n + r.length, 0), fx.tar.byteLength);
 
   // stream source: a broken stream resumes at the byte it stopped (Range: bytes=N-)
-  const fx2 = await layerFixture(ENTRIES.slice(0, 6).concat([{ name: 'x/big', content: pseudoRandomBytes(2_000_000, 9) }]));
+  const fx2 = await layerFixture(ENTRIES.slice(0, 6).concat([{ name: 'x/big', type: 'file', content: pseudoRandom(2_000_000, 9) }]));
   const server2 = await startRangeServer(t, fx2.blob, { fault: (_r, n) => (n === 1 ? 'reset' : undefined) });
   const dir2 = await downloader.download({ digest: fx2.digest, diffId: fx2.diffId, source: httpStreamOpener(server2.url) });
   assert.equal((await lstat(join(dir2, 'x/big'))).size, 2_000_000);
@@ -169,18 +168,18 @@ test('wrong digests, corrupt gzip and unsafe entries fail with codes and leave n
   const corrupt = Buffer.from(fx.blob);
   for (const i of [corrupt.byteLength >> 1, (corrupt.byteLength >> 1) + 1]) corrupt[i] = corrupt[i]! ^ 0xff;
   await expectFail(corrupt, ErrorCode.CORRUPT_DATA);
-  const unsafe: LayerEntrySpec[][] = [
-    [{ name: '../evil', content: 'x' }],
-    [{ name: '/abs', content: 'x' }],
-    [{ name: 'a/../../evil', content: 'x' }],
-    [{ name: 'etc', type: 'symlink', linkname: '/etc' }, { name: 'etc/passwd', content: 'pwned' }],
-    [{ name: 'up', type: 'symlink', linkname: '..' }, { name: 'up/evil', content: 'x' }],
-    [{ name: 'h', type: 'link', linkname: '../../etc/shadow' }],
-    [{ name: 'h', type: 'link', linkname: 'not-there' }],
-    [{ name: 'd', type: 'symlink', linkname: '/' }, { name: 'd/.wh.etc', content: '' }],
+  const unsafe: TarEntrySpec[][] = [
+    [{ name: '../evil', type: 'file', content: 'x' }],
+    [{ name: '/abs', type: 'file', content: 'x' }],
+    [{ name: 'a/../../evil', type: 'file', content: 'x' }],
+    [{ name: 'etc', type: 'symlink', target: '/etc' }, { name: 'etc/passwd', type: 'file', content: 'pwned' }],
+    [{ name: 'up', type: 'symlink', target: '..' }, { name: 'up/evil', type: 'file', content: 'x' }],
+    [{ name: 'h', type: 'hardlink', target: '../../etc/shadow' }],
+    [{ name: 'h', type: 'hardlink', target: 'not-there' }],
+    [{ name: 'd', type: 'symlink', target: '/' }, { name: 'd/.wh.etc', type: 'file', content: '' }],
   ];
   for (const entries of unsafe) {
-    const tar = await buildLayerTar(entries);
+    const tar = Buffer.from(buildTar(entries));
     await expectFail(tar, ErrorCode.UNSAFE_PATH);
   }
 });
@@ -202,7 +201,7 @@ test('disk full during unpack cleans up and reports IMGSTREAM_DISK_FULL', async 
   assert.equal(layerCache.has(fx.digest), false);
 
   // many small files (written in the background) fill the disk too
-  const small = await layerFixture(Array.from({ length: 40 }, (_, i) => ({ name: `s/f${i}`, content: pseudoRandomBytes(100_000, i + 1) })));
+  const small = await layerFixture(Array.from({ length: 40 }, (_, i) => ({ name: `s/f${i}`, type: 'file', content: pseudoRandom(100_000, i + 1) })));
   const server2 = await startRangeServer(t, small.blob);
   await assert.rejects(downloader.download({ digest: small.digest, source: httpStreamOpener(server2.url) }), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.DISK_FULL);
   assert.deepEqual(await readdir(join(mnt, 'layers', '.staging')), []);
@@ -210,14 +209,14 @@ test('disk full during unpack cleans up and reports IMGSTREAM_DISK_FULL', async 
 
 test('later entries for the same path replace earlier ones', async (t) => {
   const fx = await layerFixture([
-    { name: 'a', content: 'first' },
-    { name: 'a', content: 'second' },
-    { name: 'b', content: 'file' },
-    { name: 'b/', type: 'directory', mode: 0o711 },
-    { name: 'b/c', content: 'inside' },
-    { name: 'd/e', content: 'gone' },
-    { name: 'd', type: 'symlink', linkname: 'b' },
-    { name: 'h', type: 'link', linkname: 'a' },
+    { name: 'a', type: 'file', content: 'first' },
+    { name: 'a', type: 'file', content: 'second' },
+    { name: 'b', type: 'file', content: 'file' },
+    { name: 'b/', type: 'dir', mode: 0o711 },
+    { name: 'b/c', type: 'file', content: 'inside' },
+    { name: 'd/e', type: 'file', content: 'gone' },
+    { name: 'd', type: 'symlink', target: 'b' },
+    { name: 'h', type: 'hardlink', target: 'a' },
   ]);
   const server = await startRangeServer(t, fx.blob);
   const layerCache = new LayerCache({ layerCacheDir: await tempDir(t) });

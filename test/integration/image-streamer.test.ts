@@ -4,15 +4,15 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, ImageStreamer, indexImage, isImgstreamError, parseReference, RegistryClient, type Digest } from '@imgstream/core';
 import { startRegistry } from '../helpers/registry.ts';
-import { pushTinyImage } from '../helpers/tiny-image.ts';
+import { pushTreeImage } from '../helpers/image-builder.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 test('ImageStreamer: indexed layers stream and download, unindexed ones fall back with a code; images in use and release', { timeout: 60_000 }, async (t) => {
   const registry = await startRegistry(t);
   const big = Buffer.alloc(2 * 1024 * 1024 + 17, 'imgstream ');
   const layers: Array<Record<string, string>> = [{ 'etc/a.txt': 'layer a\n' }, { 'data/big.txt': big.toString() }];
-  const indexed = await pushTinyImage(t, registry.url, 'streamer-indexed:1', layers);
-  const plain = await pushTinyImage(t, registry.url, 'streamer-plain:1', [{ 'etc/other.txt': 'other\n' }]);
+  const indexed = await pushTreeImage(registry.url, 'streamer-indexed:1', layers);
+  const plain = await pushTreeImage(registry.url, 'streamer-plain:1', [{ 'etc/other.txt': 'other\n' }]);
   const client = new RegistryClient({ plainHttpLoopback: true });
   t.after(() => client.close());
   await indexImage(client, parseReference(indexed.ref));

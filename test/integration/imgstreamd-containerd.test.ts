@@ -5,10 +5,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { indexImage, parseReference, RegistryClient } from '@imgstream/core';
-import type { LayerEntry } from '../helpers/tiny-image.ts';
+import type { TreeEntry as LayerEntry } from '../helpers/tar-builder.ts';
 import { SnapshotLabel } from '@imgstream/snapshotter';
 import { startRegistry } from '../helpers/registry.ts';
-import { pushTinyImage } from '../helpers/tiny-image.ts';
+import { pushTreeImage } from '../helpers/image-builder.ts';
 import { makeLab, startContainerd } from '../helpers/containerd.ts';
 import { startImgstreamd } from '../helpers/imgstreamd.ts';
 
@@ -31,9 +31,9 @@ test('imgstreamd with a real containerd: indexed gzip, eStargz and unindexed ima
     { 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, 'etc/base.txt': `base of ${tag}\n`, tmp: { dir: true } },
     { 'etc/top.txt': `top of ${tag}\n`, 'data/big.txt': big },
   ];
-  const indexed = await pushTinyImage(t, registry.url, 'indexed:1', layers('indexed'));
-  const plain = await pushTinyImage(t, registry.url, 'plain:1', layers('plain'));
-  const esgzSrc = await pushTinyImage(t, registry.url, 'esgz-src:1', layers('esgz'));
+  const indexed = await pushTreeImage(registry.url, 'indexed:1', layers('indexed'));
+  const plain = await pushTreeImage(registry.url, 'plain:1', layers('plain'));
+  const esgzSrc = await pushTreeImage(registry.url, 'esgz-src:1', layers('esgz'));
   const client = new RegistryClient({ plainHttpLoopback: true });
   t.after(() => client.close());
   const indexResult = await indexImage(client, parseReference(indexed.ref));

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { indexImage, parseReference, RegistryClient } from '@imgstream/core';
 import { SnapshotLabel } from '@imgstream/snapshotter';
 import { startRegistry } from '../helpers/registry.ts';
-import { pushTinyImage, type LayerEntry } from '../helpers/tiny-image.ts';
+import { pushTreeImage } from '../helpers/image-builder.ts';
+import type { TreeEntry as LayerEntry } from '../helpers/tar-builder.ts';
 import { makeLab, startContainerd } from '../helpers/containerd.ts';
 import { startImgstreamd } from '../helpers/imgstreamd.ts';
 import { criPullImage } from '../helpers/cri-client.ts';
@@ -26,10 +27,10 @@ test("containerd's CRI PullImage (as the kubelet calls it) streams indexed layer
     { 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, 'etc/base.txt': `base of ${tag}\n` },
     { 'etc/top.txt': `top of ${tag}\n` },
   ];
-  const indexed = await pushTinyImage(t, registry.url, 'cri-indexed:1', layers('indexed'));
-  const plain = await pushTinyImage(t, registry.url, 'cri-plain:1', layers('plain'));
+  const indexed = await pushTreeImage(registry.url, 'cri-indexed:1', layers('indexed'));
+  const plain = await pushTreeImage(registry.url, 'cri-plain:1', layers('plain'));
   // the same layer twice and an empty layer: distinct chain IDs over one FUSE layer view
-  const dup = await pushTinyImage(t, registry.url, 'cri-dup:1', [...layers('dup'), {}, layers('dup')[1]!]);
+  const dup = await pushTreeImage(registry.url, 'cri-dup:1', [...layers('dup'), {}, layers('dup')[1]!]);
   assert.equal(dup.layerDigests[1], dup.layerDigests[3]);
   const client = new RegistryClient({ plainHttpLoopback: true });
   t.after(() => client.close());

@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { indexImage, parseReference, RegistryClient } from '@imgstream/core';
-import type { LayerEntry } from '../helpers/tiny-image.ts';
+import type { TreeEntry as LayerEntry } from '../helpers/tar-builder.ts';
 import { startRegistry } from '../helpers/registry.ts';
-import { pushTinyImage } from '../helpers/tiny-image.ts';
+import { pushTreeImage } from '../helpers/image-builder.ts';
 import { makeLab, startContainerd } from '../helpers/containerd.ts';
 import { startImgstreamd } from '../helpers/imgstreamd.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -25,7 +25,7 @@ test('imgstreamd prefetch with a real containerd: the first node records the sta
     app[`app/m${i}.txt`] = s;
     contents.set(`/app/m${i}.txt`, s);
   }
-  const image = await pushTinyImage(t, registry.url, 'prefetch-e2e:1', [{ 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, tmp: { dir: true } }, app]);
+  const image = await pushTreeImage(registry.url, 'prefetch-e2e:1', [{ 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, tmp: { dir: true } }, app]);
   const client = new RegistryClient({ plainHttpLoopback: true });
   t.after(() => client.close());
   await indexImage(client, parseReference(image.ref), { spanBytes: 128 * 1024 });

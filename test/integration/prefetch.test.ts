@@ -20,7 +20,7 @@ import {
 } from '@imgstream/core';
 import { startFaultProxy } from '../helpers/fault-proxy.ts';
 import { startRegistry } from '../helpers/registry.ts';
-import { pushTinyImage } from '../helpers/tiny-image.ts';
+import { pushTreeImage } from '../helpers/image-builder.ts';
 import { tempDir, type Teardown } from '../helpers/tmp.ts';
 
 const FILES = 48;
@@ -38,7 +38,7 @@ async function setup(t: Teardown & { after(fn: () => unknown): void }) {
     contents.set(`app/mod${i}.bin`, b);
     app[`app/mod${i}.bin`] = b.toString('latin1');
   }
-  const image = await pushTinyImage(t, registry.url, 'prefetch-app:1', [{ 'etc/os-release': 'ID=test\n' }, app]);
+  const image = await pushTreeImage(registry.url, 'prefetch-app:1', [{ 'etc/os-release': 'ID=test\n' }, app]);
   const client = new RegistryClient({ plainHttpLoopback: true });
   t.after(() => client.close());
   await indexImage(client, parseReference(image.ref), { spanBytes: 128 * 1024 });

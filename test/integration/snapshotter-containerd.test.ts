@@ -8,7 +8,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { SnapshotLabel, SnapshotterServer, type RemoteSnapshotDecider, type RequestEvent } from '@imgstream/snapshotter';
 import { startRegistry } from '../helpers/registry.ts';
-import { pushTinyImage } from '../helpers/tiny-image.ts';
+import { pushTreeImage } from '../helpers/image-builder.ts';
 import { makeLab, startContainerd, unmountBelow } from '../helpers/containerd.ts';
 
 const chainId = (diffIds: readonly string[]): string[] => {
@@ -22,7 +22,7 @@ const chainId = (diffIds: readonly string[]): string[] => {
 
 test('a real containerd 1.6 pulls and runs an image through the imgstream proxy snapshotter', { timeout: 150_000 }, async (t) => {
   const registry = await startRegistry(t);
-  const image = await pushTinyImage(t, registry.url, 'tiny:1', [
+  const image = await pushTreeImage(registry.url, 'tiny:1', [
     {
       'bin/busybox': { copyFrom: '/usr/bin/busybox' },
       'etc/hello.txt': 'hello from layer 1\n',
@@ -110,7 +110,7 @@ test('a real containerd 1.6 pulls and runs an image through the imgstream proxy 
 
 test('the remote snapshot hook with a real containerd: a layer answered by the decider is not unpacked, and containers still see it', { timeout: 150_000 }, async (t) => {
   const registry = await startRegistry(t);
-  const image = await pushTinyImage(t, registry.url, 'hooked:1', [
+  const image = await pushTreeImage(registry.url, 'hooked:1', [
     { 'bin/busybox': { copyFrom: '/usr/bin/busybox' }, 'etc/base.txt': 'base layer\n' },
     { 'etc/top.txt': 'top layer\n' },
   ]);

@@ -4,6 +4,7 @@ import { inspectCommand } from './commands/inspect.js';
 import { catCommand, indexCommand, lsCommand } from './commands/image-files.js';
 import { layerCommand } from './commands/layer.js';
 import { prefetchCommand } from './commands/prefetch.js';
+import { mountCommand } from './commands/mount.js';
 
 const program = new Command('imgstream')
   .description('Image streaming for containerd: inspect, index and read images from any OCI registry.')
@@ -15,6 +16,7 @@ program.addCommand(lsCommand());
 program.addCommand(catCommand());
 program.addCommand(layerCommand());
 program.addCommand(prefetchCommand());
+program.addCommand(mountCommand());
 
 try {
   await program.parseAsync(process.argv);

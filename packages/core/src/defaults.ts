@@ -106,6 +106,11 @@ export const defaults = Object.freeze({
     retryBaseDelayMs: 100,
     /** Whole-layer downloads running at once (GKE `max_layer_downloads=3`). */
     maxLayerDownloads: 3,
+    /**
+     * A streamed layer's background download starts once no on-demand read has happened for this
+     * long, in ms (0: at once). Experimental, off by default: see docs/engine.md.
+     */
+    downloadQuietMs: 0,
     /** Size of one range request of a background layer download: 8 MiB. */
     downloadChunkBytes: 8 * 1024 * 1024,
     /** Local layer cache directory (GKE `layer_cache_dir`). */

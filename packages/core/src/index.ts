@@ -5,6 +5,7 @@ export { Digester, isDigest, parseDigest, sha256Digest, verifyDigest } from './d
 export type { Digest } from './digest.js';
 export type { RangeReader } from './blob.js';
 export { channel, publish } from './diagnostics.js';
+export { abortable } from './abortable.js';
 export { defaults } from './defaults.js';
 export type { Defaults } from './defaults.js';
 export {
@@ -43,6 +44,7 @@ export { backoffDelayMs, parseRetryAfterMs } from './registry/retry.js';
 export { parseHostsToml, loadHostsDir } from './registry/hosts-toml.js';
 export type { HostsConfig } from './registry/hosts-toml.js';
 export type { LayerFormat, EntryType, FileEntry, Extent, BlockInfo, LayerIndex } from './index/model.js';
+export { fsyncDir, writeFileAtomic } from './cache/atomic-write.js';
 export { ContentCache } from './cache/content-cache.js';
 export type { ContentCacheOptions } from './cache/content-cache.js';
 export { LayerCache } from './cache/layer-cache.js';

@@ -1,17 +1,31 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BlockFetcher, ContentCache, ErrorCode, FetchScheduler, ImgstreamError, LayerCache, LayerDownloader, type FetchEvent, type FetchTicket, type FileEntry, type LayerIndex } from '@imgstream/core';
-import { buildTar, pseudoRandomBytes, rawTestIndex, type TarFileSpec } from '../../../test/helpers/raw-layer.ts';
+import { BlockFetcher, buildRawIndex, ContentCache, ErrorCode, FetchScheduler, ImgstreamError, LayerCache, LayerDownloader, type FetchEvent, type FetchTicket, type FileEntry, type LayerIndex } from '@imgstream/core';
+import { buildTar, chunked, pseudoRandom, type TarEntrySpec } from '../../../test/helpers/tar-builder.ts';
 import { httpRangeReader, startRangeServer, type RecordedRequest } from '../../../test/helpers/range-server.ts';
 import { tempDir } from '../../../test/helpers/tmp.ts';
 
 const BLOCK = 64 * 1024;
 
-function makeLayer(seed = 1): { files: TarFileSpec[]; tar: Buffer; index: LayerIndex } {
+interface LayerFile {
+  path: string;
+  content: Uint8Array;
+}
+
+/** An uncompressed layer of files in three directories, with core's raw index cut into BLOCK-sized blocks. */
+async function makeLayer(seed = 1): Promise<{ files: LayerFile[]; tar: Buffer; index: LayerIndex }> {
   const sizes = [0, 1, 511, 512, 513, 4096, 65535, 65536, 65537, 200_000, 300_000, 2 * 1024 * 1024 + 123, 5000, 777_777, 12, 100_000];
-  const files = sizes.map((size, i) => ({ path: `d${i % 3}/f${i}.bin`, content: pseudoRandomBytes(size, seed * 1000 + i + 1) }));
-  const built = buildTar(files);
-  return { files, tar: built.tar, index: rawTestIndex(built, BLOCK) };
+  const files = sizes.map((size, i) => ({ path: `d${i % 3}/f${i}.bin`, content: pseudoRandom(size, seed * 1000 + i + 1) }));
+  const entries: TarEntrySpec[] = [];
+  const dirs = new Set<string>();
+  for (const f of files) {
+    const dir = f.path.slice(0, f.path.indexOf('/'));
+    if (!dirs.has(dir)) entries.push({ type: 'dir', name: `${dir}/` });
+    dirs.add(dir);
+    entries.push({ type: 'file', name: f.path, content: f.content });
+  }
+  const tar = Buffer.from(buildTar(entries));
+  return { files, tar, index: await buildRawIndex(chunked(tar, 1 << 20), { spanBytes: BLOCK }) };
 }
 
 function file(index: LayerIndex, path: string): FileEntry {
@@ -36,7 +50,7 @@ function rng(seed: number): () => number {
 }
 
 test('random concurrent reads equal ground truth while a background download races them, and after it completes; each block crosses the network once', async (t) => {
-  const { files, tar, index } = makeLayer();
+  const { files, tar, index } = await makeLayer();
   const fetchServer = await startRangeServer(t, tar);
   const downloadServer = await startRangeServer(t, tar, { bytesPerSecond: 4 * 1024 * 1024 });
   const layerCache = new LayerCache({ layerCacheDir: await tempDir(t) });
@@ -101,7 +115,7 @@ test('random concurrent reads equal ground truth while a background download rac
 });
 
 test('the content cache never exceeds its byte bound and reads stay correct under eviction', async (t) => {
-  const { files, tar, index } = makeLayer(2);
+  const { files, tar, index } = await makeLayer(2);
   const server = await startRangeServer(t, tar);
   const cache = new ContentCache({ maxBytes: 3 * BLOCK + 100 });
   const fetcher = new BlockFetcher({ contentCache: cache, maxReadBlocks: 2, readAheadBytes: 256 * 1024 });
@@ -130,7 +144,7 @@ test('the content cache never exceeds its byte bound and reads stay correct unde
 });
 
 test('adjacent blocks are coalesced into one request of at most maxReadBlocks blocks; larger reads take rounds', async (t) => {
-  const { files, tar, index } = makeLayer(3);
+  const { files, tar, index } = await makeLayer(3);
   const server = await startRangeServer(t, tar);
   const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, maxReadBlocks: 2, readAheadBytes: 0 });
   t.after(() => fetcher.close());
@@ -148,7 +162,7 @@ test('adjacent blocks are coalesced into one request of at most maxReadBlocks bl
 });
 
 test('read-ahead follows sequential reads up to readAheadBytes and stays off for random reads', async (t) => {
-  const { files, tar, index } = makeLayer(4);
+  const { files, tar, index } = await makeLayer(4);
   const big = files[11]!;
   const entry = file(index, big.path);
   const readAhead = 256 * 1024;
@@ -190,7 +204,7 @@ test('read-ahead follows sequential reads up to readAheadBytes and stays off for
 });
 
 test('concurrent readers of one block share one request; an aborting reader does not cancel the others; holes read as zeros', async (t) => {
-  const { files, tar, index } = makeLayer(5);
+  const { files, tar, index } = await makeLayer(5);
   const server = await startRangeServer(t, tar, { delayMs: 100 });
   const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, readAheadBytes: 0 });
   t.after(() => fetcher.close());
@@ -227,7 +241,7 @@ test('concurrent readers of one block share one request; an aborting reader does
 });
 
 test('registry faults mid-block are retried; persistent faults, timeouts and corrupt blocks fail with codes and cache nothing', async (t) => {
-  const { files, tar, index } = makeLayer(6);
+  const { files, tar, index } = await makeLayer(6);
   const f = files[10]!;
   {
     const server = await startRangeServer(t, tar, { fault: (_r, n) => (n === 1 ? 'reset' : n === 2 ? 'error' : undefined) });
@@ -310,7 +324,7 @@ test('foreground requests are scheduled before prefetch and background ones', as
 });
 
 test('a foreground read joining queued read-ahead raises its priority', async (t) => {
-  const { files, tar, index } = makeLayer(8);
+  const { files, tar, index } = await makeLayer(8);
   const server = await startRangeServer(t, tar);
   const scheduler = new FetchScheduler({ maxConcurrentFetches: 1 });
   const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, readAheadBytes: 1 << 20, scheduler });
@@ -340,7 +354,7 @@ test('a foreground read joining queued read-ahead raises its priority', async (t
 });
 
 test('local reads of a complete layer never leave its directory', async (t) => {
-  const { files, tar, index } = makeLayer(9);
+  const { files, tar, index } = await makeLayer(9);
   const server = await startRangeServer(t, tar);
   const layerCache = new LayerCache({ layerCacheDir: await tempDir(t) });
   const staging = await layerCache.createStaging(index.layerDigest);

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdir, realpath } from 'node:fs/promises';
 import { basename, dirname, resolve as resolvePath } from 'node:path';
-import { ErrorCode, defaults, ImgstreamError, channel, invalidOption, parseDigest, publish } from '@imgstream/core';
+import { abortable, ErrorCode, defaults, ImgstreamError, channel, invalidOption, parseDigest, publish } from '@imgstream/core';
 import type { Digest } from '@imgstream/core';
 import type { AddLayerOptions, LayerContent } from './content.js';
 import { Errno, errnoOf } from './errno.js';
@@ -277,10 +277,11 @@ export class ImgstreamFs {
     const fuse = this.fuse;
     if (fuse === undefined) return;
     const mountPoint = this.opts.mountPoint;
-    if (force) {
-      const m = await findMount(mountPoint).catch(() => undefined);
-      if (m !== undefined && m.fsType.startsWith('fuse')) await abortConnection(m.dev);
-    }
+    // Pending reads were answered above. Abort the kernel connection before fuse-native's unmount:
+    // its native unmount waits synchronously for the FUSE thread, which could otherwise still be
+    // inside a request and hang the event loop (seen in close() with a stalled read).
+    const m = await findMount(mountPoint).catch(() => undefined);
+    if (m !== undefined && m.fsType.startsWith('fuse')) await abortConnection(m.dev);
     try {
       await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
     } catch (cause) {
@@ -584,7 +585,7 @@ export class ImgstreamFs {
       );
     }, this.opts.readTimeoutMs);
     try {
-      const bytes = await untilAborted(file.layer.content.read(entry, pos, want, { signal: ac.signal }), ac.signal);
+      const bytes = await abortable(file.layer.content.read(entry, pos, want, { signal: ac.signal }), ac.signal);
       if (bytes.length !== want) {
         throw new ImgstreamError(ErrorCode.CORRUPT_DATA, `content source returned ${bytes.length} bytes of ${entry.path}, expected ${want}`, {
           digest: file.layer.digest,
@@ -601,27 +602,6 @@ export class ImgstreamFs {
   }
 }
 
-/** Settles like `p`, or rejects with `signal.reason` as soon as the signal aborts (a stuck source cannot hang a read). */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    p.catch(() => undefined);
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
-}
 
 /**
  * fuse-native's Fuse with our mount options and xattr handlers: its own xattr callbacks do not

@@ -82,6 +82,8 @@ export function entryStat(entry: FileEntry, ino: number, nlink: number): FuseSta
       blocks = DIR_SIZE / 512;
       break;
     case 'symlink':
+      // Linux symlinks are always rwxrwxrwx, whatever mode the tar header carries
+      mode = typeBits(entry) | 0o777;
       size = Buffer.byteLength(entry.linkTarget ?? '');
       break;
     case 'char':

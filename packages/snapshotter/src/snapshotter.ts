@@ -2,13 +2,12 @@ import { existsSync } from 'node:fs';
 import { chown, mkdir, mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { EventEmitter } from 'eventemitter3';
-import { channel, defaults, ErrorCode, ImgstreamError, invalidOption, publish } from '@imgstream/core';
+import { abortable, channel, defaults, ErrorCode, ImgstreamError, invalidOption, fsyncDir, publish } from '@imgstream/core';
 import { diskUsage } from './fs/disk-usage.js';
 import { overlayMounts } from './fs/overlay-mounts.js';
 import { parseLayerLabels, SnapshotLabel } from './labels.js';
 import type { RemoteSnapshotDecider, RemoteSnapshotDecision } from './remote/remote-snapshot-decider.js';
 import type { SnapshotInfo, SnapshotMount, SnapshotUsage } from './snapshot-info.js';
-import { fsyncDir } from './store/atomic-file.js';
 import { SnapshotStore, type SnapshotRecord } from './store/snapshot-store.js';
 
 /** Options of {@link Snapshotter}. */
@@ -304,7 +303,7 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
     const shared = entry;
     shared.waiters++;
     try {
-      return await raceAbort(shared.promise, signal);
+      return await abortable(shared.promise, signal);
     } finally {
       shared.waiters--;
       if (shared.waiters === 0 && signal?.aborted) {
@@ -407,25 +406,6 @@ interface PendingDecision {
   waiters: number;
 }
 
-/** `promise`, or a rejection with `signal.reason` as soon as `signal` aborts; removes its listener. */
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
-}
 
 function targetExists(targetRef: string): ImgstreamError {
   return new ImgstreamError(ErrorCode.SNAPSHOT_ALREADY_EXISTS, `target snapshot ${JSON.stringify(targetRef)} already exists`, { key: targetRef });

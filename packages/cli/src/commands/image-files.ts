@@ -17,16 +17,16 @@ import { dockerConfigPath } from './inspect.js';
 // `imgstream index|ls|cat REF`: build and push the seekable indexes of an image, and read its
 // merged file tree lazily (only the blocks that hold what is asked for are fetched).
 
-interface RegistryFlags {
+export interface RegistryFlags {
   plainHttp?: boolean;
   platform?: string;
 }
 
-function withRegistryFlags(cmd: Command): Command {
+export function withRegistryFlags(cmd: Command): Command {
   return cmd.option('--plain-http', 'talk plain HTTP to this registry (insecure)').option('--platform <os/arch[/variant]>', 'platform to select from an index (default: this host)');
 }
 
-function client(registry: string, flags: RegistryFlags): RegistryClient {
+export function client(registry: string, flags: RegistryFlags): RegistryClient {
   return new RegistryClient({
     credentials: new DockerConfigCredentials({ path: dockerConfigPath() }),
     ...(flags.plainHttp === true ? { insecureRegistries: [registry] } : {}),
@@ -34,7 +34,7 @@ function client(registry: string, flags: RegistryFlags): RegistryClient {
 }
 
 /** A user mistake or a clear refusal: printed without a stack. */
-class CliError extends Error {
+export class CliError extends Error {
   override name = 'CliError';
   constructor(message: string) {
     super(message);

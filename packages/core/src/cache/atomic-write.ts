@@ -5,12 +5,13 @@ import { randomBytes } from 'node:crypto';
 /**
  * Replaces `path` with `data` so that a crash leaves either the old or the new content, never a
  * mix: write a temp file beside it, fsync it, rename it over `path`, fsync the directory.
+ * `options.mode`: permission bits of the new file, default 0o644.
  */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+export async function writeFileAtomic(path: string, data: string | Uint8Array, options: { mode?: number } = {}): Promise<void> {
   const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   try {
-    const fh = await open(tmp, 'wx', 0o644);
+    const fh = await open(tmp, 'wx', options.mode ?? 0o644);
     try {
       await fh.writeFile(data);
       await fh.sync();
@@ -25,7 +26,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
   await fsyncDir(dir);
 }
 
-/** fsyncs a directory so that renames and unlinks in it are durable. */
+/** fsyncs a directory so that renames, creations and unlinks in it are durable. */
 export async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {

@@ -11,6 +11,7 @@ import { ErrorCode, ImgstreamError, invalidOption, isImgstreamError } from '../e
 import type { Extent, LayerIndex } from '../index/model.js';
 import { delay } from './delay.js';
 import { FetchScheduler, type FetchPriority, type FetchTicket } from './fetch-scheduler.js';
+import { abortable } from '../abortable.js';
 
 /** A layer as the fetcher reads it: its index and random access to its blob. */
 export interface FetchLayer {
@@ -336,7 +337,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
   #join(inflight: Inflight, signal: AbortSignal | undefined): Promise<Uint8Array> {
     const { work } = inflight;
     work.waiters++;
-    return waitFor(inflight.promise, signal).finally(() => {
+    return abortable(inflight.promise, signal).finally(() => {
       work.waiters--;
       if (work.waiters === 0 && !work.settled) this.#abortWork(work, signal?.reason);
     });
@@ -523,24 +524,6 @@ function blockKey(digest: Digest, block: number): string {
   return `${digest}#${block}`;
 }
 
-function waitFor<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
-}
 
 async function readLocal(path: string, offset: number, length: number, signal: AbortSignal | undefined): Promise<Uint8Array> {
   const fh = await open(path, 'r');

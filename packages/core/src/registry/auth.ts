@@ -2,6 +2,7 @@ import { channel, publish } from '../diagnostics.js';
 import { ErrorCode, ImgstreamError } from '../errors.js';
 import type { Credential, CredentialProvider } from './credentials.js';
 import { parseWwwAuthenticate } from './www-authenticate.js';
+import { abortable } from '../abortable.js';
 
 const tokenChannel = channel('core:registry-token');
 
@@ -192,22 +193,3 @@ export class Authenticator {
   }
 }
 
-/** Waits for `p` unless `signal` aborts first (then rejects with signal.reason); removes its listener. */
-export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return p;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
-}

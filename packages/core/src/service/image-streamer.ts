@@ -6,6 +6,7 @@ import { isDigest, type Digest } from '../digest.js';
 import { ErrorCode, ImgstreamError, invalidOption, isImgstreamError } from '../errors.js';
 import { BlockFetcher, type CacheLookupEvent, type FetchEvent, type FetchLayer } from '../fetch/block-fetcher.js';
 import { FetchScheduler } from '../fetch/fetch-scheduler.js';
+import { delay } from '../fetch/delay.js';
 import { LayerDownloader } from '../download/layer-downloader.js';
 import { GarbageCollector, type GcClock, type GcRunResult } from '../gc/garbage-collector.js';
 import { ImagesInUseStore } from '../gc/images-in-use-store.js';
@@ -32,6 +33,12 @@ export interface ImageStreamerOptions {
   maxLayerDownloads?: number;
   /** Download every streamed layer in the background into the local layer cache. Default true. */
   backgroundDownloads?: boolean;
+  /**
+   * A layer's background download starts once no on-demand read (of any layer) has happened for
+   * this long, in ms: start-up reads do not compete with downloads for CPU (decompression, unpack).
+   * Default `defaults.engine.downloadQuietMs` (0: downloads start at once). Experimental.
+   */
+  downloadQuietMs?: number;
   /** The images-in-use database file. Default `defaults.engine.imagesInUsePath`. */
   imagesInUsePath?: string;
   /** Garbage collection period in ms. Default `defaults.engine.gcPeriodMs` (3 min). */
@@ -119,6 +126,8 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
   readonly imagesInUse: ImagesInUseStore;
   readonly gc: GarbageCollector;
   readonly #backgroundDownloads: boolean;
+  readonly #downloadQuietMs: number;
+  #lastReadMs = 0;
   /** image reference -> its opened layers (references by tag are resolved again after TAG_TTL_MS) */
   readonly #images = new Map<string, { promise: Promise<{ image: ResolvedImage; layers: OpenedLayer[] }>; byTag: boolean; atMs: number }>();
   readonly #layers = new Map<Digest, StreamedLayer>();
@@ -146,6 +155,8 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
       maxLayerDownloads: options.maxLayerDownloads ?? defaults.engine.maxLayerDownloads,
     });
     this.#backgroundDownloads = options.backgroundDownloads ?? true;
+    this.#downloadQuietMs = options.downloadQuietMs ?? defaults.engine.downloadQuietMs;
+    if (!Number.isSafeInteger(this.#downloadQuietMs) || this.#downloadQuietMs < 0) throw invalidOption('downloadQuietMs', 'must be a non-negative integer');
     this.imagesInUse = new ImagesInUseStore({ path: options.imagesInUsePath ?? defaults.engine.imagesInUsePath });
     this.gc = new GarbageCollector({
       layerCache: this.layerCache,
@@ -157,6 +168,9 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
     });
     this.fetcher.on('fetch', (e) => this.emit('fetch', e));
     this.fetcher.on('cache', (e) => this.emit('cache', e));
+    this.fetcher.on('read', (e) => {
+      if (!e.local && e.priority === 'foreground') this.#lastReadMs = performance.now();
+    });
     this.gc.on('run', (r) => this.emit('gc', r));
     this.gc.on('error', (err) => this.emit('error', err));
     this.downloader.on('progress', ({ digest, bytes }) => {
@@ -300,12 +314,25 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
     const i = image.manifest.layers.findIndex((l) => l.digest === layer.digest);
     const rootfs = image.config.rootfs as { diff_ids?: unknown } | undefined;
     const diffId = Array.isArray(rootfs?.diff_ids) ? rootfs.diff_ids[i] : undefined;
-    this.downloader
-      .download(
+    this.#whenReadsQuiet()
+      .then(() =>
+        this.downloader.download(
         { digest: layer.digest, size: opened.descriptor.size, source: opened.reader, ...(typeof diffId === 'string' && isDigest(diffId) ? { diffId } : {}) },
-        { signal: this.#controller.signal },
+          { signal: this.#controller.signal },
+        ),
       )
       .catch(() => undefined); // reported through the downloader's `failed` event
+  }
+
+  /** Resolves once no on-demand read happened for `downloadQuietMs` (rejects when closed). */
+  async #whenReadsQuiet(): Promise<void> {
+    // the reads a new layer is opened for come right after it is opened: count from now
+    this.#lastReadMs = Math.max(this.#lastReadMs, performance.now());
+    for (;;) {
+      const waitMs = this.#lastReadMs + this.#downloadQuietMs - performance.now();
+      if (waitMs <= 0) return;
+      await delay(waitMs, this.#controller.signal);
+    }
   }
 
   /** Records the image in use the first time one of its layers is opened. */

@@ -1,7 +1,7 @@
-import { ErrorCode, ImgstreamError } from '@imgstream/core';
+import { ErrorCode, ImgstreamError, writeFileAtomic } from '@imgstream/core';
 import type { SnapshotInfo, SnapshotKind, SnapshotUsage } from '../snapshot-info.js';
 import { parseFilters } from './filters.js';
-import { readFileIfExists, writeFileAtomic } from './atomic-file.js';
+import { readFileIfExists } from './atomic-file.js';
 
 /** What the store keeps about one snapshot; `id` names its directory. */
 export interface SnapshotRecord {
@@ -293,7 +293,7 @@ export class SnapshotStore {
   async #write(change: (draft: MetadataFileV1) => void): Promise<void> {
     const draft: MetadataFileV1 = { version: 1, nextId: this.#state.nextId, snapshots: { ...this.#state.snapshots } };
     change(draft);
-    await writeFileAtomic(this.path, JSON.stringify(draft, null, 1));
+    await writeFileAtomic(this.path, JSON.stringify(draft, null, 1), { mode: 0o600 });
     this.#state = draft;
   }
 }
