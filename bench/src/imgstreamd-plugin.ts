@@ -43,7 +43,9 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
     `--metrics_address=127.0.0.1:${metricsPort}`,
     `--plain_http_registries=${ctx.registryHost}`,
     '--log_formatter=json',
-    ...(ctx.prefetch ? ['--enable_prefetching'] : []),
+    `--enable_prefetching=${ctx.prefetch}`,
+    // reports outlive the per-run state dir: the prefetch scenario's warm-up run records them
+    `--prefetch_report_dir=${join(ctx.stateDir, '..', 'imgstream-prefetch-reports')}`,
     // extra daemon flags for experiments, e.g. IMGSTREAMD_ARGS='--background_downloads=false'
     ...(process.env.IMGSTREAMD_ARGS ?? '').split(/\s+/).filter(Boolean),
   ];

@@ -48,6 +48,7 @@ export async function startImgstreamd(lab: Lab, extraArgs: string[] = []): Promi
     `--snapshotter_root=${d('snapshotter')}`,
     `--layer_cache_dir=${d('layers')}`,
     `--images_in_use_db_path=${d('images-in-use.json')}`,
+    `--prefetch_report_dir=${d('prefetch')}`,
     `--metrics_address=127.0.0.1:${port}`,
     '--plain_http_loopback',
     '--log_formatter=json',

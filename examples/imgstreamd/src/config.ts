@@ -19,6 +19,18 @@ export interface DaemonConfig {
   backgroundDownloads: boolean;
   gcPeriodMs: number;
   enablePrefetching: boolean;
+  /** Where the node keeps prefetch reports. */
+  prefetchReportDir: string;
+  /** Recording stops after this long without block reads, ms. */
+  prefetchQuietMs: number;
+  /** Recording stops after this long at the latest, ms. */
+  prefetchRecordMaxMs: number;
+  /** Most decoded bytes one replay fetches. */
+  prefetchBudgetBytes: number;
+  /** Longest time a layer attach (Prepare) waits for the first prefetch batch, ms. */
+  prefetchWaitMs: number;
+  /** Push recorded reports to the registry (needs push rights). */
+  prefetchPush: boolean;
   logLevel: string;
   logFormatter: 'text' | 'json';
   plainHttpRegistries: string[];
@@ -103,11 +115,17 @@ export const FLAGS: readonly FlagSpec[] = [
   {
     flag: 'enable_prefetching',
     key: 'enablePrefetching',
-    help: 'accepted for compatibility; prefetch reports are not implemented yet, so this has no effect',
-    def: false,
+    help: 'record each image\'s start-up working set and fetch it first on later starts (docs/prefetch.md)',
+    def: true,
     parse: bool,
     boolean: true,
   },
+  { flag: 'prefetch_report_dir', key: 'prefetchReportDir', help: 'where prefetch reports are kept', def: defaults.prefetch.reportDir, parse: str },
+  { flag: 'prefetch_quiet', key: 'prefetchQuietMs', help: 'recording stops after this long without reads (3s, 500ms, ...)', def: defaults.prefetch.quietMs, parse: parseDurationMs, shown: `${defaults.prefetch.quietMs / 1000}s` },
+  { flag: 'prefetch_record_max', key: 'prefetchRecordMaxMs', help: 'recording stops after this long at the latest', def: defaults.prefetch.recordMaxMs, parse: parseDurationMs, shown: `${defaults.prefetch.recordMaxMs / 1000}s` },
+  { flag: 'prefetch_budget', key: 'prefetchBudgetBytes', help: 'most bytes one replay fetches (bytes, or 256MiB, ...)', def: defaults.prefetch.budgetBytes, parse: parseBytes, shown: `${defaults.prefetch.budgetBytes / 1024 / 1024}MiB` },
+  { flag: 'prefetch_push', key: 'prefetchPush', help: 'push recorded prefetch reports to the registry as artifacts referring to the image (needs push rights)', def: false, parse: bool, boolean: true },
+  { flag: 'prefetch_wait', key: 'prefetchWaitMs', help: 'longest time container creation waits for the first prefetch batch', def: defaults.prefetch.waitMs, parse: parseDurationMs, shown: `${defaults.prefetch.waitMs}ms` },
   { flag: 'log_level', key: 'logLevel', help: 'trace|debug|info|warn|error', def: 'info', parse: str },
   { flag: 'log_formatter', key: 'logFormatter', help: 'text|json', def: 'text', parse: (v) => oneOf(v, ['text', 'json']) },
   { flag: 'plain_http_registries', key: 'plainHttpRegistries', help: 'registry hosts (host:port, comma-separated) reached over plain HTTP', def: [], parse: list },
@@ -153,7 +171,7 @@ export async function resolveConfig(flags: Readonly<Record<string, unknown>>, co
     }
   }
   const config = out as unknown as DaemonConfig;
-  for (const k of ['mountPoint', 'socket', 'controlSocket', 'snapshotterRoot', 'layerCacheDir', 'imagesInUsePath'] as const) {
+  for (const k of ['mountPoint', 'socket', 'controlSocket', 'snapshotterRoot', 'layerCacheDir', 'imagesInUsePath', 'prefetchReportDir'] as const) {
     if (!isAbsolute(config[k])) throw invalidOption(FLAGS.find((f) => f.key === k)!.flag, `must be an absolute path, got ${config[k]}`);
   }
   return config;

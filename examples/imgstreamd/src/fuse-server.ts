@@ -1,5 +1,5 @@
 import type { Server } from 'node:http';
-import { DockerConfigCredentials, ImageStreamer, RegistryClient, isImgstreamError, loadHostsDir, type Digest } from '@imgstream/core';
+import { DockerConfigCredentials, ImagePrefetcher, ImageStreamer, PrefetchReportStore, RegistryClient, isImgstreamError, loadHostsDir, type Digest } from '@imgstream/core';
 import { ImgstreamFs, fetcherLayerContent } from '@imgstream/fuse';
 import type { DaemonConfig } from './config.js';
 import { listenControl, type LayerRef, type LowerDirReply, type OpenLayerReply } from './control.js';
@@ -33,19 +33,44 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
   const fs = new ImgstreamFs({ mountPoint: config.mountPoint });
   await fs.mount();
   log.info({ mountPoint: config.mountPoint, layerCacheDir: config.layerCacheDir }, 'FUSE filesystem mounted');
-  if (config.enablePrefetching) log.warn('--enable_prefetching is accepted but prefetch is not implemented yet: no effect');
+  const prefetcher = config.enablePrefetching
+    ? new ImagePrefetcher({
+        streamer,
+        store: new PrefetchReportStore({ dir: config.prefetchReportDir }),
+        quietMs: config.prefetchQuietMs,
+        recordMaxMs: config.prefetchRecordMaxMs,
+        budgetBytes: config.prefetchBudgetBytes,
+        waitMs: config.prefetchWaitMs,
+        pushReports: config.prefetchPush,
+      })
+    : undefined;
+  prefetcher?.on('report', (e) => {
+    if (e.status === 'stale') log.warn({ image: e.imageRef, manifest: e.manifestDigest, reason: e.reason }, 'prefetch report ignored (corrupt or stale); recording a new one');
+    else log.info({ image: e.imageRef, manifest: e.manifestDigest, status: e.status, source: e.source }, e.status === 'found' ? 'prefetch report found: fetching the start-up working set first' : 'no prefetch report: recording this start');
+  });
+  prefetcher?.on('replayed', (e) => log.info({ image: e.imageRef, blocks: e.result.blocks, bytes: e.result.bytes, skippedBlocks: e.result.skippedBlocks, failedBatches: e.result.failedBatches, durationMs: Math.round(e.result.durationMs) }, 'prefetch done'));
+  prefetcher?.on('replay-stats', (e) => log.info({ image: e.imageRef, hits: e.hits, misses: e.misses }, 'prefetch hits and misses of the start-up window'));
+  prefetcher?.on('recorded', (e) => log.info({ image: e.imageRef, manifest: e.manifestDigest, ranges: e.ranges, blocks: e.blocks, path: e.path }, 'prefetch report recorded'));
+  prefetcher?.on('pushed', (e) => log.info({ image: e.imageRef, manifest: e.manifestDigest, artifact: e.artifactDigest }, 'prefetch report pushed to the registry'));
+  prefetcher?.on('error', (err) => log.warn({ err: String(err) }, 'prefetch error (starts are not affected)'));
 
   streamer.on('layer-streamed', (e) => log.info({ image: e.imageRef, layer: e.layerDigest, format: e.format, files: e.files }, 'layer is streamed'));
   streamer.on('layer-fallback', (e) => log.warn({ image: e.imageRef, layer: e.layerDigest, code: e.code, reason: e.reason }, 'layer is not streamed: containerd pulls it in full'));
   streamer.on('layer-complete', (e) => {
     log.info({ layer: e.layerDigest, dir: e.dir, bytes: e.bytes, durationMs: Math.round(e.durationMs) }, 'layer downloaded: new containers use the local copy');
-    if (fs.listLayers().includes(e.layerDigest)) fs.setLayerLocalDir(e.layerDigest, e.dir);
+    // a layer an image's prefetch recording reads stays on the fetcher until the recording ends
+    const recorded = prefetcher?.whenRecorded(e.layerDigest);
+    if (recorded === undefined) {
+      if (fs.listLayers().includes(e.layerDigest)) fs.setLayerLocalDir(e.layerDigest, e.dir);
+    } else {
+      void recorded.then(() => fs.listLayers().includes(e.layerDigest) && fs.setLayerLocalDir(e.layerDigest, e.dir));
+    }
   });
   streamer.on('download-failed', (e) => log.warn({ layer: e.layerDigest, err: String((e.error as Error)?.message ?? e.error) }, 'background download failed; reads keep streaming'));
   streamer.on('gc', (r) => r.removed.length > 0 && log.info({ removed: r.removed }, 'garbage collection removed layers'));
   streamer.on('error', (err) => log.error({ err: String(err) }, 'engine error'));
 
-  const metrics = new DaemonMetrics(streamer);
+  const metrics = new DaemonMetrics(streamer, prefetcher);
   let metricsServer: Server | undefined;
   if (config.metricsAddress !== '') {
     metricsServer = await metrics.listen(config.metricsAddress);
@@ -65,6 +90,15 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
         imagesAdded.add(layer.imageKey);
         log.info({ image: req.imageRef, manifest: layer.manifestDigest, layers: layer.imageLayers.length }, 'image is backed by image streaming');
         fs.addImage(req.imageRef, layer.manifestDigest, layer.imageLayers);
+        if (prefetcher !== undefined) {
+          // Prepare waits for the first prefetch batch, never longer than --prefetch_wait
+          let timer: NodeJS.Timeout | undefined;
+          const started = prefetcher.startImage(req.imageRef, layer.manifestDigest).catch((err: unknown) => {
+            log.warn({ image: req.imageRef, err: String(err) }, 'prefetch could not start (the container starts without it)');
+          });
+          await Promise.race([started, new Promise<void>((resolve) => (timer = setTimeout(resolve, config.prefetchWaitMs)))]);
+          clearTimeout(timer);
+        }
       }
       return { remote: true, dir: fs.layerPath(digest), imageKey: layer.imageKey, manifestDigest: layer.manifestDigest, format: layer.format };
     } catch (err) {
@@ -99,6 +133,7 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
         if (metricsServer !== undefined) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
         await reporting.close();
         await fs.close().catch((err: unknown) => log.error({ err: String(err) }, 'unmount failed'));
+        await prefetcher?.close();
         await streamer.close();
         await registry.close();
         log.info('FUSE server stopped');

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ImageStreamer } from '@imgstream/core';
+import type { ImagePrefetcher, ImageStreamer } from '@imgstream/core';
 
 /** Prometheus metrics of the FUSE server, fed by the ImageStreamer's events. */
 export class DaemonMetrics {
@@ -18,14 +18,19 @@ export class DaemonMetrics {
   readonly #complete = new Counter({ name: 'imgstream_layers_downloaded_total', help: 'Layers completed in the local layer cache', registers: [this.registry] });
   readonly #fetchErrors = new Counter({ name: 'imgstream_fetch_errors_total', help: 'Failed range requests of reads', registers: [this.registry] });
 
-  constructor(streamer: ImageStreamer) {
+  readonly #prefetchReports = new Counter({ name: 'imgstream_prefetch_reports_total', help: 'Prefetch report lookups at image start', labelNames: ['status'], registers: [this.registry] });
+  readonly #prefetchBytes = new Counter({ name: 'imgstream_prefetched_bytes_total', help: 'Decoded bytes fetched by prefetch replays', registers: [this.registry] });
+  readonly #prefetchReads = new Counter({ name: 'imgstream_prefetch_first_reads_total', help: 'First foreground reads of blocks during a replay: hit (prefetched) or miss', labelNames: ['result'], registers: [this.registry] });
+  readonly #prefetchRecorded = new Counter({ name: 'imgstream_prefetch_reports_recorded_total', help: 'Prefetch reports recorded and stored', registers: [this.registry] });
+
+  constructor(streamer: ImageStreamer, prefetcher?: ImagePrefetcher) {
     collectDefaultMetrics({ register: this.registry, prefix: 'imgstreamd_' });
     streamer.on('fetch', (e) => {
       if (e.error !== undefined) {
         this.#fetchErrors.inc();
         return;
       }
-      this.#fetchedBytes.inc({ kind: 'on_demand' }, e.compressedBytes);
+      this.#fetchedBytes.inc({ kind: e.priority === 'prefetch' ? 'prefetch' : 'on_demand' }, e.compressedBytes);
       this.#latency.observe({ priority: e.priority }, e.latencyMs / 1000);
     });
     streamer.on('download-bytes', (e) => this.#fetchedBytes.inc({ kind: 'background' }, e.bytes));
@@ -33,6 +38,13 @@ export class DaemonMetrics {
     streamer.on('layer-streamed', () => this.#layers.inc({ decision: 'remote', reason: '' }));
     streamer.on('layer-fallback', (e) => this.#layers.inc({ decision: 'fallback', reason: e.code }));
     streamer.on('layer-complete', () => this.#complete.inc());
+    prefetcher?.on('report', (e) => this.#prefetchReports.inc({ status: e.status }));
+    prefetcher?.on('replayed', (e) => this.#prefetchBytes.inc(e.result.bytes));
+    prefetcher?.on('replay-stats', (e) => {
+      this.#prefetchReads.inc({ result: 'hit' }, e.hits);
+      this.#prefetchReads.inc({ result: 'miss' }, e.misses);
+    });
+    prefetcher?.on('recorded', () => this.#prefetchRecorded.inc());
   }
 
   /** Serves `GET /metrics` on `host:port`. */

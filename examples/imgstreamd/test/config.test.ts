@@ -14,7 +14,9 @@ test('flags have GKE names and defaults', async () => {
   assert.equal(c.readAheadBytes, 1024 * 1024);
   assert.equal(c.maxLayerDownloads, 3);
   assert.equal(c.gcPeriodMs, 180_000);
-  assert.equal(c.enablePrefetching, false);
+  assert.equal(c.enablePrefetching, true);
+  assert.equal(c.prefetchWaitMs, 1000);
+  assert.equal(c.prefetchBudgetBytes, 256 * 1024 * 1024);
   assert.equal(c.metricsAddress, '127.0.0.1:9880');
   assert.equal(c.eventReporterType, 'none');
   assert.equal(c.logFormatter, 'text');

@@ -3,6 +3,7 @@ import { ImgstreamError } from '@imgstream/core';
 import { inspectCommand } from './commands/inspect.js';
 import { catCommand, indexCommand, lsCommand } from './commands/image-files.js';
 import { layerCommand } from './commands/layer.js';
+import { prefetchCommand } from './commands/prefetch.js';
 import { mountCommand } from './commands/mount.js';
 
 const program = new Command('imgstream')
@@ -14,6 +15,7 @@ program.addCommand(indexCommand());
 program.addCommand(lsCommand());
 program.addCommand(catCommand());
 program.addCommand(layerCommand());
+program.addCommand(prefetchCommand());
 program.addCommand(mountCommand());
 
 try {

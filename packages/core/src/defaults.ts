@@ -122,6 +122,25 @@ export const defaults = Object.freeze({
     /** How long a cached layer must stay unreferenced before GC removes it, in milliseconds: 10 minutes. */
     gcGracePeriodMs: 600_000,
   }),
+  /** Prefetch: recording an image's start-up working set and fetching it first (docs/prefetch.md). */
+  prefetch: Object.freeze({
+    /** Recording stops when no block was read for this long, ms. */
+    quietMs: 3_000,
+    /** Recording stops after this long at the latest, ms. */
+    recordMaxMs: 60_000,
+    /** Largest amount of decoded block bytes one replay fetches: 256 MiB. */
+    budgetBytes: 256 * 1024 * 1024,
+    /** Longest time container creation waits for the first prefetch batch, ms. */
+    waitMs: 1_000,
+    /** Prefetch batches fetched at once. */
+    parallelBatches: 4,
+    /** Decoded bytes in one batch (one or a few merged range requests): 8 MiB. */
+    batchBytes: 8 * 1024 * 1024,
+    /** Unlisted blocks between two listed ones of a batch are fetched too when their compressed bytes are at most this (one request instead of two): 512 KiB. */
+    maxGapBytes: 512 * 1024,
+    /** Directory where a node keeps its reports. */
+    reportDir: '/var/lib/imgstream/prefetch',
+  }),
 });
 
 export type Defaults = typeof defaults;

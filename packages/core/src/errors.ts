@@ -40,6 +40,8 @@ export const ErrorCode = Object.freeze({
   INVALID_TAR: 'IMGSTREAM_INVALID_TAR',
   /** A layer index (eStargz TOC, zran index, file table) is malformed. */
   INVALID_INDEX: 'IMGSTREAM_INVALID_INDEX',
+  /** A prefetch report is malformed, of an unknown version, or does not match the image (stale). */
+  INVALID_PREFETCH_REPORT: 'IMGSTREAM_INVALID_PREFETCH_REPORT',
   /** A size or ratio limit was exceeded (oversized TOC, decompression bomb). */
   LIMIT_EXCEEDED: 'IMGSTREAM_LIMIT_EXCEEDED',
   /** A compressed stream is corrupt. */

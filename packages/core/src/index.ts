@@ -113,3 +113,25 @@ export { MergedTree } from './index/merged-tree.js';
 export type { MergedEntry } from './index/merged-tree.js';
 export { ImageStreamer } from './service/image-streamer.js';
 export type { ImageStreamerEvents, ImageStreamerOptions, LayerRequest, LayerState, StreamedLayer } from './service/image-streamer.js';
+export {
+  PREFETCH_ARTIFACT_TYPE,
+  PREFETCH_REPORT_MEDIA_TYPE,
+  PREFETCH_REPORT_VERSION,
+  MAX_PREFETCH_REPORT_BYTES,
+  buildPrefetchReport,
+  checkPrefetchReport,
+  landmarkPrefetchReport,
+  layerIndexIdentity,
+  parsePrefetchReport,
+  reportBytes,
+  reportLayerOf,
+  serialisePrefetchReport,
+  type PrefetchRange,
+  type PrefetchReport,
+  type PrefetchReportLayer,
+} from './prefetch/prefetch-report.js';
+export { buildPrefetchArtifact, fetchPrefetchReport, pushPrefetchReport, type PrefetchArtifact } from './prefetch/prefetch-artifact.js';
+export { PrefetchRecorder, type PrefetchRecorderOptions } from './prefetch/prefetch-recorder.js';
+export { PrefetchReplay, type PrefetchReplayOptions, type PrefetchReplayResult } from './prefetch/prefetch-replay.js';
+export { PrefetchReportStore, type PrefetchReportStoreOptions } from './prefetch/prefetch-report-store.js';
+export { ImagePrefetcher, type ImagePrefetcherEvents, type ImagePrefetcherOptions, type PrefetchReportSource, type PrefetchStart } from './service/image-prefetcher.js';

@@ -496,7 +496,10 @@ function uniqueBlocks(pieces: readonly Piece[]): number[] {
   return [...seen];
 }
 
-/** Groups blocks into runs whose compressed ranges are adjacent in the blob. */
+/**
+ * Groups consecutive blocks into runs whose compressed ranges are adjacent or overlap in the blob
+ * (zran spans that start mid-byte share that byte with the previous span).
+ */
 function coalesce(index: LayerIndex, blocks: readonly number[]): number[][] {
   const sorted = [...blocks].sort((a, b) => a - b);
   const runs: number[][] = [];
@@ -506,7 +509,7 @@ function coalesce(index: LayerIndex, blocks: readonly number[]): number[][] {
     if (prev !== undefined) {
       const p = index.blocks[prev]!;
       const n = index.blocks[b]!;
-      if (b !== prev + 1 || p.compressedOffset + p.compressedSize !== n.compressedOffset) {
+      if (b !== prev + 1 || n.compressedOffset < p.compressedOffset || n.compressedOffset > p.compressedOffset + p.compressedSize) {
         runs.push(cur);
         cur = [];
       }

@@ -231,6 +231,10 @@ export async function openEstargzIndex(reader: RangeReader, options: OpenEstargz
       blockSize[b] = Math.max(blockSize[b] ?? 0, c.innerOffset + c.length);
     }
   }
+  // the prioritized files come before the landmark in the blob: every block before its chunk
+  const landmark = pending.find((p) => p.input.name.replace(/^\.?\//, '') === '.prefetch.landmark');
+  const landmarkOffset = landmark?.chunks[0]?.offset;
+  const prioritizedBlocks = landmarkOffset !== undefined ? blockOf.get(landmarkOffset) : undefined;
   const table = new FileTableBuilder();
   for (const p of pending) {
     // prefetch landmarks and the TOC are eStargz bookkeeping, not layer content
@@ -251,6 +255,7 @@ export async function openEstargzIndex(reader: RangeReader, options: OpenEstargz
     blocks,
     entries: table.entries,
     children: table.childrenMap(),
+    ...(prioritizedBlocks !== undefined ? { prioritizedBlocks } : {}),
     decode: (i, bytes) => {
       const info = blocks[i] as BlockInfo;
       const out = inflateSpan(bytes, { bits: 0, member: true, window: new Uint8Array(0), uncompressedSize: info.uncompressedSize, fetchOffset: info.compressedOffset });

@@ -10,6 +10,8 @@ export interface TableLayerIndexInit {
   blocks: readonly BlockInfo[];
   entries: ReadonlyMap<string, FileEntry>;
   children: ReadonlyMap<string, readonly string[]>;
+  /** eStargz: the blocks holding the prioritized files (before `.prefetch.landmark`) are `blocks[0..n)`. */
+  prioritizedBlocks?: number;
   /** Decodes and verifies one block (already range-checked). */
   decode(block: number, compressed: Uint8Array): Uint8Array | Promise<Uint8Array>;
 }
@@ -21,10 +23,16 @@ export class TableLayerIndex implements LayerIndex {
   readonly layerSize: number;
   readonly blocks: readonly BlockInfo[];
   readonly entries: ReadonlyMap<string, FileEntry>;
+  /**
+   * eStargz layers with a `.prefetch.landmark`: the number of leading blocks that hold the files
+   * placed before it (the prioritized files); undefined without a landmark.
+   */
+  readonly prioritizedBlocks: number | undefined;
   readonly #children: ReadonlyMap<string, readonly string[]>;
   readonly #decode: TableLayerIndexInit['decode'];
 
   constructor(init: TableLayerIndexInit) {
+    this.prioritizedBlocks = init.prioritizedBlocks;
     this.format = init.format;
     this.layerDigest = init.layerDigest;
     this.layerSize = init.layerSize;

@@ -1,0 +1,201 @@
+import { defaults } from '../defaults.js';
+import type { Digest } from '../digest.js';
+import { invalidOption } from '../errors.js';
+import type { BlockFetcher, CacheLookupEvent, FetchLayer } from '../fetch/block-fetcher.js';
+import type { PrefetchReport } from './prefetch-report.js';
+
+/** Options of {@link PrefetchReplay}. */
+export interface PrefetchReplayOptions {
+  /** The fetcher blocks are loaded through (into its content cache). Required. */
+  fetcher: BlockFetcher;
+  /** A report already checked against the image (checkPrefetchReport). Required. */
+  report: PrefetchReport;
+  /** The image's streamed layers by digest. Required. */
+  layers: ReadonlyMap<Digest, FetchLayer>;
+  /** Most decoded bytes fetched; blocks past it (in report order) are skipped. Default `defaults.prefetch.budgetBytes`. */
+  budgetBytes?: number;
+  /** Batches fetched at once. Default `defaults.prefetch.parallelBatches`. */
+  parallelBatches?: number;
+  /** Decoded bytes per batch; a batch's adjacent blocks go out as one range request. Default `defaults.prefetch.batchBytes`. */
+  batchBytes?: number;
+  /**
+   * Unlisted blocks between two listed blocks of a batch are fetched too when their compressed
+   * size is at most this, so both go out in one range request. 0 disables. Default `defaults.prefetch.maxGapBytes`.
+   */
+  maxGapBytes?: number;
+  /** Aborts the replay (fetches in flight are dropped). */
+  signal?: AbortSignal;
+}
+
+/** What a replay did. */
+export interface PrefetchReplayResult {
+  /** Blocks the report lists. */
+  readonly reportBlocks: number;
+  /** Blocks loaded (in the cache after the replay), gap blocks included. */
+  readonly blocks: number;
+  /** Decoded bytes of the loaded blocks. */
+  readonly bytes: number;
+  /** Blocks left out because of the budget. */
+  readonly skippedBlocks: number;
+  readonly batches: number;
+  /** Batches that failed (their blocks are read on demand later). */
+  readonly failedBatches: number;
+  readonly durationMs: number;
+}
+
+interface Batch {
+  readonly byLayer: Map<Digest, number[]>;
+  bytes: number;
+}
+
+/**
+ * Fetches the blocks of a prefetch report at `prefetch` priority (above background downloads,
+ * below foreground reads): in report order, cut into batches of about `batchBytes`, several
+ * batches at once, adjacent blocks merged into one range request, within `budgetBytes`. Counts
+ * prefetch hits (a block's first foreground read found it in the cache, and the replay fetches it) and misses (a first
+ * foreground read of a layer of the image that had to wait for the network) until stop().
+ */
+export class PrefetchReplay {
+  /** Resolves when the first batch has settled (immediately when there is nothing to fetch). */
+  readonly firstBatch: Promise<void>;
+  /** Resolves when every batch has settled; never rejects. */
+  readonly done: Promise<PrefetchReplayResult>;
+  readonly #fetcher: BlockFetcher;
+  readonly #layers: ReadonlyMap<Digest, FetchLayer>;
+  /** Blocks the replay fetches (within the budget). */
+  readonly #planned = new Set<string>();
+  readonly #firstRead = new Set<string>();
+  #hits = 0;
+  #misses = 0;
+  #tracking = true;
+
+  constructor(options: PrefetchReplayOptions) {
+    if (options?.fetcher === undefined) throw invalidOption('fetcher', 'is required');
+    const budget = options.budgetBytes ?? defaults.prefetch.budgetBytes;
+    const parallel = options.parallelBatches ?? defaults.prefetch.parallelBatches;
+    const batchBytes = options.batchBytes ?? defaults.prefetch.batchBytes;
+    const maxGap = options.maxGapBytes ?? defaults.prefetch.maxGapBytes;
+    if (!(maxGap >= 0)) throw invalidOption('maxGapBytes', 'must be >= 0');
+    if (!(budget >= 0)) throw invalidOption('budgetBytes', 'must be >= 0');
+    if (!Number.isSafeInteger(parallel) || parallel < 1) throw invalidOption('parallelBatches', 'must be a positive integer');
+    if (!(batchBytes > 0)) throw invalidOption('batchBytes', 'must be positive');
+    this.#fetcher = options.fetcher;
+    this.#layers = options.layers;
+    const started = performance.now();
+
+    const batches: Batch[] = [];
+    let total = 0;
+    let reportBlocks = 0;
+    let skipped = 0;
+    let current: Batch | undefined;
+    for (const r of options.report.ranges) {
+      const digest = options.report.layers[r.layer]!.digest;
+      const layer = this.#layers.get(digest);
+      for (let b = r.first; b < r.first + r.count; b++) {
+        reportBlocks++;
+        const size = layer?.index.blocks[b]?.uncompressedSize;
+        if (size === undefined || total + size > budget) {
+          skipped++;
+          continue;
+        }
+        total += size;
+        if (current === undefined || current.bytes + size > batchBytes) {
+          current = { byLayer: new Map(), bytes: 0 };
+          batches.push(current);
+        }
+        current.bytes += size;
+        this.#planned.add(`${digest}:${b}`);
+        const list = current.byLayer.get(digest);
+        if (list === undefined) current.byLayer.set(digest, [b]);
+        else list.push(b);
+      }
+    }
+
+    // fill small gaps between listed blocks of a batch, within the budget
+    for (const batch of batches) {
+      for (const [digest, list] of batch.byLayer) {
+        const blocksInfo = this.#layers.get(digest)!.index.blocks;
+        const sorted = [...list].sort((x, y) => x - y);
+        const fill: number[] = [];
+        for (let i = 1; i < sorted.length; i++) {
+          const from = sorted[i - 1]! + 1;
+          const to = sorted[i]!;
+          if (to === from) continue;
+          const gapStart = blocksInfo[from]!.compressedOffset;
+          const gapEnd = blocksInfo[to]!.compressedOffset;
+          let gapBytes = 0;
+          for (let b = from; b < to; b++) gapBytes += blocksInfo[b]!.uncompressedSize;
+          if (gapEnd - gapStart > maxGap || total + gapBytes > budget) continue;
+          total += gapBytes;
+          for (let b = from; b < to; b++) fill.push(b);
+        }
+        for (const b of fill) {
+          if (this.#planned.has(`${digest}:${b}`)) continue;
+          this.#planned.add(`${digest}:${b}`);
+          list.push(b);
+        }
+      }
+    }
+
+    let firstDone!: () => void;
+    this.firstBatch = new Promise<void>((resolve) => (firstDone = resolve));
+    if (batches.length === 0) firstDone();
+    let next = 0;
+    let blocks = 0;
+    let bytes = 0;
+    let failed = 0;
+    const worker = async (): Promise<void> => {
+      while (next < batches.length && options.signal?.aborted !== true) {
+        const i = next++;
+        const batch = batches[i]!;
+        try {
+          await Promise.all(
+            [...batch.byLayer].map(async ([digest, list]) => {
+              const layer = this.#layers.get(digest)!;
+              await this.#fetcher.loadBlocks(layer, list, { priority: 'prefetch', ...(options.signal !== undefined ? { signal: options.signal } : {}) });
+              for (const b of list) {
+                blocks++;
+                bytes += layer.index.blocks[b]!.uncompressedSize;
+              }
+            }),
+          );
+        } catch {
+          failed++;
+        } finally {
+          if (i === 0) firstDone();
+        }
+      }
+    };
+    this.#fetcher.on('cache', this.#onCache);
+    this.done = Promise.all(Array.from({ length: Math.min(parallel, Math.max(batches.length, 1)) }, () => worker())).then(() => {
+      firstDone();
+      return { reportBlocks, blocks, bytes, skippedBlocks: skipped, batches: batches.length, failedBatches: failed, durationMs: performance.now() - started };
+    });
+  }
+
+  /** First foreground reads that found their block prefetched. */
+  get hits(): number {
+    return this.#hits;
+  }
+
+  /** First foreground reads of the image's layers whose block was not prefetched yet. */
+  get misses(): number {
+    return this.#misses;
+  }
+
+  /** Stops counting hits and misses. Idempotent. */
+  stop(): void {
+    if (!this.#tracking) return;
+    this.#tracking = false;
+    this.#fetcher.off('cache', this.#onCache);
+  }
+
+  readonly #onCache = (e: CacheLookupEvent): void => {
+    if (e.priority !== 'foreground' || !this.#layers.has(e.layerDigest)) return;
+    const key = `${e.layerDigest}:${e.block}`;
+    if (this.#firstRead.has(key)) return;
+    this.#firstRead.add(key);
+    if (e.hit && this.#planned.has(key)) this.#hits++;
+    else this.#misses++;
+  };
+}

@@ -1,0 +1,63 @@
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../cache/atomic-write.js';
+import { defaults } from '../defaults.js';
+import { isDigest, type Digest } from '../digest.js';
+import { ErrorCode, ImgstreamError } from '../errors.js';
+import { parsePrefetchReport, serialisePrefetchReport, type PrefetchReport } from './prefetch-report.js';
+
+/** Options of {@link PrefetchReportStore}. */
+export interface PrefetchReportStoreOptions {
+  /** Directory of the reports, one file per manifest. Default `defaults.prefetch.reportDir`. */
+  dir?: string;
+}
+
+/** A node's prefetch reports on disk: `<dir>/<algorithm>-<hex>.json` per manifest, written atomically. */
+export class PrefetchReportStore {
+  readonly dir: string;
+
+  constructor(options: PrefetchReportStoreOptions = {}) {
+    this.dir = options.dir ?? defaults.prefetch.reportDir;
+  }
+
+  /** The file of a manifest's report. */
+  pathOf(manifestDigest: Digest): string {
+    if (!isDigest(manifestDigest)) throw new ImgstreamError(ErrorCode.INVALID_DIGEST, `bad manifest digest ${JSON.stringify(manifestDigest)}`);
+    return join(this.dir, `${manifestDigest.replace(':', '-')}.json`);
+  }
+
+  /**
+   * The stored report of a manifest; undefined when there is none. Throws
+   * IMGSTREAM_INVALID_PREFETCH_REPORT when the file is corrupt.
+   */
+  async get(manifestDigest: Digest): Promise<PrefetchReport | undefined> {
+    let bytes: Uint8Array;
+    try {
+      bytes = await readFile(this.pathOf(manifestDigest));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    return parsePrefetchReport(bytes);
+  }
+
+  /** Stores a report (replacing the manifest's previous one). */
+  async put(report: PrefetchReport): Promise<string> {
+    await mkdir(this.dir, { recursive: true });
+    const path = this.pathOf(report.manifestDigest);
+    await writeFileAtomic(path, serialisePrefetchReport(report));
+    return path;
+  }
+
+  /** Removes a manifest's report; true when there was one. */
+  async delete(manifestDigest: Digest): Promise<boolean> {
+    const path = this.pathOf(manifestDigest);
+    try {
+      await readFile(path);
+    } catch {
+      return false;
+    }
+    await rm(path, { force: true });
+    return true;
+  }
+}

@@ -1,0 +1,193 @@
+import { createHash } from 'node:crypto';
+import { isDigest, type Digest } from '../digest.js';
+import { ErrorCode, ImgstreamError } from '../errors.js';
+import type { LayerFormat, LayerIndex } from '../index/model.js';
+
+/** Media type of a serialised prefetch report (docs/prefetch.md). */
+export const PREFETCH_REPORT_MEDIA_TYPE = 'application/vnd.imgstream.prefetch-report.v1+json';
+/** Artifact type of the registry artifact carrying a prefetch report. */
+export const PREFETCH_ARTIFACT_TYPE = 'application/vnd.imgstream.prefetch.v1';
+/** The report version this code writes and reads. */
+export const PREFETCH_REPORT_VERSION = 1;
+/** Largest serialised report accepted, bytes. */
+export const MAX_PREFETCH_REPORT_BYTES = 4 * 1024 * 1024;
+
+/** One layer a report refers to, with the identity of the index its block numbers belong to. */
+export interface PrefetchReportLayer {
+  readonly digest: Digest;
+  readonly format: LayerFormat;
+  /** {@link layerIndexIdentity} of the index the block numbers refer to. */
+  readonly indexId: string;
+  /** Number of blocks of that index. */
+  readonly blocks: number;
+}
+
+/** A run of blocks of one layer: `count` blocks from `first`. */
+export interface PrefetchRange {
+  /** Position of the layer in {@link PrefetchReport.layers}. */
+  readonly layer: number;
+  readonly first: number;
+  readonly count: number;
+}
+
+/** The start-up working set of one image: which blocks of which layers were read, in first-read order. */
+export interface PrefetchReport {
+  readonly version: number;
+  /** The platform manifest the report was recorded for. */
+  readonly manifestDigest: Digest;
+  /** When it was recorded, ISO 8601. */
+  readonly createdAt: string;
+  readonly layers: readonly PrefetchReportLayer[];
+  /** Block runs in the order they were first read; no block appears twice. */
+  readonly ranges: readonly PrefetchRange[];
+}
+
+const identities = new WeakMap<LayerIndex, string>();
+
+/**
+ * The identity of a layer index: `sha256:` over its format and block map. Block numbers in a
+ * report are only meaningful against an index with the same identity.
+ */
+export function layerIndexIdentity(index: LayerIndex): string {
+  let id = identities.get(index);
+  if (id === undefined) {
+    const h = createHash('sha256');
+    h.update(`${index.format}\n${index.layerDigest}\n${index.blocks.length}\n`);
+    for (const b of index.blocks) h.update(`${b.compressedOffset},${b.compressedSize},${b.uncompressedSize}\n`);
+    id = `sha256:${h.digest('hex')}`;
+    identities.set(index, id);
+  }
+  return id;
+}
+
+/** Describes a layer index for a report. */
+export function reportLayerOf(index: LayerIndex): PrefetchReportLayer {
+  return { digest: index.layerDigest, format: index.format, indexId: layerIndexIdentity(index), blocks: index.blocks.length };
+}
+
+/**
+ * Builds a report from block reads in order: keeps the first read of each block and joins reads
+ * of consecutive blocks of one layer into runs.
+ */
+export function buildPrefetchReport(
+  manifestDigest: Digest,
+  layers: readonly PrefetchReportLayer[],
+  reads: Iterable<{ readonly layer: Digest; readonly block: number }>,
+  createdAt: Date = new Date(),
+): PrefetchReport {
+  const pos = new Map<Digest, number>(layers.map((l, i) => [l.digest, i]));
+  const seen = new Set<string>();
+  const ranges: Array<{ layer: number; first: number; count: number }> = [];
+  for (const r of reads) {
+    const layer = pos.get(r.layer);
+    if (layer === undefined) continue;
+    const key = `${layer}:${r.block}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const last = ranges[ranges.length - 1];
+    if (last !== undefined && last.layer === layer && last.first + last.count === r.block) last.count++;
+    else ranges.push({ layer, first: r.block, count: 1 });
+  }
+  return { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: createdAt.toISOString(), layers: [...layers], ranges };
+}
+
+/** Serialises a report (JSON, ranges as `[layer, first, count]` triples). */
+export function serialisePrefetchReport(report: PrefetchReport): Uint8Array {
+  const json = {
+    mediaType: PREFETCH_REPORT_MEDIA_TYPE,
+    version: report.version,
+    manifestDigest: report.manifestDigest,
+    createdAt: report.createdAt,
+    layers: report.layers.map((l) => ({ digest: l.digest, format: l.format, indexId: l.indexId, blocks: l.blocks })),
+    ranges: report.ranges.map((r) => [r.layer, r.first, r.count]),
+  };
+  return new TextEncoder().encode(JSON.stringify(json));
+}
+
+const bad = (msg: string, digest?: string): ImgstreamError =>
+  new ImgstreamError(ErrorCode.INVALID_PREFETCH_REPORT, `prefetch report: ${msg}`, digest !== undefined ? { digest } : {});
+
+const isCount = (v: unknown, min: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= min;
+
+/** Parses and validates a serialised report; throws IMGSTREAM_INVALID_PREFETCH_REPORT. */
+export function parsePrefetchReport(bytes: Uint8Array): PrefetchReport {
+  if (bytes.byteLength > MAX_PREFETCH_REPORT_BYTES) throw bad(`${bytes.byteLength} bytes, more than ${MAX_PREFETCH_REPORT_BYTES}`);
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (err) {
+    throw new ImgstreamError(ErrorCode.INVALID_PREFETCH_REPORT, `prefetch report: not JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (typeof json !== 'object' || json === null) throw bad('not an object');
+  const o = json as Record<string, unknown>;
+  if (o.mediaType !== PREFETCH_REPORT_MEDIA_TYPE) throw bad(`media type ${JSON.stringify(o.mediaType)}`);
+  if (o.version !== PREFETCH_REPORT_VERSION) throw bad(`unsupported version ${JSON.stringify(o.version)}`);
+  if (typeof o.manifestDigest !== 'string' || !isDigest(o.manifestDigest)) throw bad('bad manifestDigest');
+  const manifestDigest = o.manifestDigest;
+  if (typeof o.createdAt !== 'string') throw bad('bad createdAt', manifestDigest);
+  if (!Array.isArray(o.layers) || !Array.isArray(o.ranges)) throw bad('layers and ranges must be arrays', manifestDigest);
+  const layers: PrefetchReportLayer[] = o.layers.map((l: unknown, i) => {
+    const x = (typeof l === 'object' && l !== null ? l : {}) as Record<string, unknown>;
+    if (typeof x.digest !== 'string' || !isDigest(x.digest)) throw bad(`layer ${i}: bad digest`, manifestDigest);
+    if (x.format !== 'estargz' && x.format !== 'zran' && x.format !== 'raw') throw bad(`layer ${i}: bad format`, manifestDigest);
+    if (typeof x.indexId !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(x.indexId)) throw bad(`layer ${i}: bad indexId`, manifestDigest);
+    if (!isCount(x.blocks, 0)) throw bad(`layer ${i}: bad block count`, manifestDigest);
+    return { digest: x.digest, format: x.format, indexId: x.indexId, blocks: x.blocks };
+  });
+  if (new Set(layers.map((l) => l.digest)).size !== layers.length) throw bad('a layer is listed twice', manifestDigest);
+  const seen = layers.map(() => new Set<number>());
+  const ranges: PrefetchRange[] = o.ranges.map((r: unknown, i) => {
+    if (!Array.isArray(r) || r.length !== 3) throw bad(`range ${i}: not a [layer, first, count] triple`, manifestDigest);
+    const [layer, first, count] = r as unknown[];
+    if (!isCount(layer, 0) || layer >= layers.length) throw bad(`range ${i}: bad layer`, manifestDigest);
+    if (!isCount(first, 0) || !isCount(count, 1) || first + count > layers[layer]!.blocks) throw bad(`range ${i}: blocks outside the layer`, manifestDigest);
+    const s = seen[layer]!;
+    for (let b = first; b < first + count; b++) {
+      if (s.has(b)) throw bad(`range ${i}: block ${b} is listed twice`, manifestDigest);
+      s.add(b);
+    }
+    return { layer, first, count };
+  });
+  return { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: o.createdAt, layers, ranges };
+}
+
+/**
+ * Checks that a report fits the image as it is now: same manifest, and each layer it names is a
+ * layer of the image whose index has the same identity. Throws IMGSTREAM_INVALID_PREFETCH_REPORT
+ * (stale) otherwise.
+ */
+export function checkPrefetchReport(report: PrefetchReport, manifestDigest: Digest, indexes: ReadonlyMap<Digest, LayerIndex>): void {
+  if (report.manifestDigest !== manifestDigest) throw bad(`stale: recorded for ${report.manifestDigest}, the image is ${manifestDigest}`, manifestDigest);
+  for (const l of report.layers) {
+    const index = indexes.get(l.digest);
+    if (index === undefined) throw bad(`stale: layer ${l.digest} is not a streamed layer of the image`, manifestDigest);
+    const id = layerIndexIdentity(index);
+    if (id !== l.indexId || index.blocks.length !== l.blocks) throw bad(`stale: the index of layer ${l.digest} changed (${l.indexId} -> ${id})`, manifestDigest);
+  }
+}
+
+/** Blocks of a report per layer, in report order (for replay). */
+export function reportBytes(report: PrefetchReport, indexes: ReadonlyMap<Digest, LayerIndex>): number {
+  let total = 0;
+  for (const r of report.ranges) {
+    const index = indexes.get(report.layers[r.layer]!.digest);
+    if (index === undefined) continue;
+    for (let b = r.first; b < r.first + r.count; b++) total += index.blocks[b]?.uncompressedSize ?? 0;
+  }
+  return total;
+}
+
+/**
+ * A report made from eStargz prioritized-files landmarks: for each layer whose index knows how
+ * many leading blocks hold the files before `.prefetch.landmark` (`prioritizedBlocks`), those
+ * blocks, bottom layer first. Undefined when no layer has a landmark.
+ */
+export function landmarkPrefetchReport(manifestDigest: Digest, indexes: readonly LayerIndex[]): PrefetchReport | undefined {
+  const ranges: PrefetchRange[] = [];
+  indexes.forEach((index, layer) => {
+    const n = (index as { prioritizedBlocks?: unknown }).prioritizedBlocks;
+    if (typeof n === 'number' && n > 0 && n <= index.blocks.length) ranges.push({ layer, first: 0, count: n });
+  });
+  if (ranges.length === 0) return undefined;
+  return { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: new Date().toISOString(), layers: indexes.map(reportLayerOf), ranges };
+}

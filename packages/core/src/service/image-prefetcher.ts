@@ -1,0 +1,293 @@
+import { EventEmitter } from 'eventemitter3';
+import { defaults } from '../defaults.js';
+import { channel, publish } from '../diagnostics.js';
+import { isDigest, type Digest } from '../digest.js';
+import { ErrorCode, invalidOption, isImgstreamError } from '../errors.js';
+import type { FetchLayer } from '../fetch/block-fetcher.js';
+import type { LayerIndex } from '../index/model.js';
+import { fetchPrefetchReport, pushPrefetchReport } from '../prefetch/prefetch-artifact.js';
+import { PrefetchRecorder } from '../prefetch/prefetch-recorder.js';
+import { checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
+import { PrefetchReportStore } from '../prefetch/prefetch-report-store.js';
+import { PrefetchReplay, type PrefetchReplayResult } from '../prefetch/prefetch-replay.js';
+import { parseReference, withDigest } from '../registry/reference.js';
+import type { ImageStreamer, StreamedLayer } from './image-streamer.js';
+
+/** Options of {@link ImagePrefetcher}. */
+export interface ImagePrefetcherOptions {
+  /** The node's streaming service. Required. */
+  streamer: ImageStreamer;
+  /** Where reports are kept. Default: a store in `defaults.prefetch.reportDir`. */
+  store?: PrefetchReportStore;
+  /** Record a report when an image starts without one. Default true. */
+  record?: boolean;
+  /** Recording stops after this long without block reads, ms. Default `defaults.prefetch.quietMs`. */
+  quietMs?: number;
+  /** Recording stops after this long at the latest, ms. Default `defaults.prefetch.recordMaxMs`. */
+  recordMaxMs?: number;
+  /** Most decoded bytes one replay fetches. Default `defaults.prefetch.budgetBytes`. */
+  budgetBytes?: number;
+  /** Longest time {@link ImagePrefetcher.startImage} waits for the first batch, ms. Default `defaults.prefetch.waitMs`. */
+  waitMs?: number;
+  /** Batches fetched at once. Default `defaults.prefetch.parallelBatches`. */
+  parallelBatches?: number;
+  /** Decoded bytes per batch. Default `defaults.prefetch.batchBytes`. */
+  batchBytes?: number;
+  /** Look for a report artifact in the registry when there is no local report. Default true. */
+  registryReports?: boolean;
+  /** Push recorded reports to the registry as artifacts referring to the image (needs push rights). Default false. */
+  pushReports?: boolean;
+}
+
+/** Where a report came from (`estargz-landmark`: the prioritized files of eStargz layers). */
+export type PrefetchReportSource = 'local' | 'registry' | 'estargz-landmark';
+
+/** What an {@link ImagePrefetcher} emits. */
+export interface ImagePrefetcherEvents {
+  /** A report was looked up for an image: found (replayed), missing (recorded), or stale/corrupt (ignored, recorded again). */
+  report: (event: { imageRef: string; manifestDigest: Digest; status: 'found' | 'missing' | 'stale'; source?: PrefetchReportSource; reason?: string }) => void;
+  /** A replay finished; hits and misses count first foreground reads so far. */
+  replayed: (event: { imageRef: string; manifestDigest: Digest; result: PrefetchReplayResult; hits: number; misses: number }) => void;
+  /** Hit/miss counts of a replay, final (reported when the image's recording window ends). */
+  'replay-stats': (event: { imageRef: string; manifestDigest: Digest; hits: number; misses: number }) => void;
+  /** A report was recorded and stored. */
+  recorded: (event: { imageRef: string; manifestDigest: Digest; ranges: number; blocks: number; path: string }) => void;
+  /** A recorded report was pushed to the registry. */
+  pushed: (event: { imageRef: string; manifestDigest: Digest; artifactDigest: Digest }) => void;
+  /** Something failed in the background (never fails a start). */
+  error: (err: unknown) => void;
+}
+
+/** How an image start went. */
+export interface PrefetchStart {
+  readonly mode: 'replay' | 'record' | 'none';
+  /** Whether the first batch settled within `waitMs` (replay only). */
+  readonly firstBatchReady?: boolean;
+  readonly replay?: PrefetchReplay;
+  readonly recorder?: PrefetchRecorder;
+}
+
+const diag = { report: channel('core:prefetch-report'), replayed: channel('core:prefetch-replayed') };
+
+/**
+ * Prefetch of a node: when an image starts, replays its stored prefetch report (fetches the
+ * start-up working set first) or, without a valid one, records it. A report that is corrupt or
+ * stale is ignored with a `report` event (status `stale`) and never fails a start.
+ */
+export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
+  readonly store: PrefetchReportStore;
+  readonly #streamer: ImageStreamer;
+  readonly #opts: Required<Omit<ImagePrefetcherOptions, 'streamer' | 'store'>>;
+  readonly #started = new Map<Digest, Promise<PrefetchStart>>();
+  readonly #controller = new AbortController();
+  readonly #pendingStores = new Set<Promise<void>>();
+  /** layer digest -> recordings in progress that read it */
+  readonly #recording = new Map<Digest, Set<Promise<unknown>>>();
+
+  constructor(options: ImagePrefetcherOptions) {
+    super();
+    if (options?.streamer === undefined) throw invalidOption('streamer', 'is required');
+    this.#streamer = options.streamer;
+    this.store = options.store ?? new PrefetchReportStore();
+    const p = defaults.prefetch;
+    this.#opts = {
+      record: options.record ?? true,
+      registryReports: options.registryReports ?? true,
+      pushReports: options.pushReports ?? false,
+      quietMs: options.quietMs ?? p.quietMs,
+      recordMaxMs: options.recordMaxMs ?? p.recordMaxMs,
+      budgetBytes: options.budgetBytes ?? p.budgetBytes,
+      waitMs: options.waitMs ?? p.waitMs,
+      parallelBatches: options.parallelBatches ?? p.parallelBatches,
+      batchBytes: options.batchBytes ?? p.batchBytes,
+    };
+    if (!(this.#opts.waitMs >= 0)) throw invalidOption('waitMs', 'must be >= 0');
+  }
+
+  /**
+   * Starts prefetch for an image (once per manifest; later calls return the first start): opens
+   * its streamable layers, then replays its report, waiting at most `waitMs` for the first batch,
+   * or starts recording. Never rejects because of a report.
+   */
+  startImage(imageRef: string, manifestDigest?: string, options: { signal?: AbortSignal } = {}): Promise<PrefetchStart> {
+    return (async () => this.startImageLayers(imageRef, await this.#openLayers(imageRef, manifestDigest, options.signal)))();
+  }
+
+  /**
+   * Like {@link startImage} for an image whose streamable layers are open already (all of the
+   * same manifest): waits at most `waitMs` (replay) and does no registry round trip of its own
+   * besides the replay's fetches.
+   */
+  startImageLayers(imageRef: string, layers: readonly StreamedLayer[]): Promise<PrefetchStart> {
+    if (layers.length === 0) return Promise.resolve({ mode: 'none' as const });
+    const digest = layers[0]!.manifestDigest;
+    let start = this.#started.get(digest);
+    if (start === undefined) {
+      start = this.#start(imageRef, digest, [...layers]);
+      this.#started.set(digest, start);
+    }
+    return start;
+  }
+
+  /**
+   * When a recording in progress reads this layer: resolves when every such recording stopped.
+   * A FUSE server keeps serving the layer through the fetcher until then (reads of a local
+   * directory bypass the fetcher and would not be recorded). Undefined when none is.
+   */
+  whenRecorded(layerDigest: Digest): Promise<void> | undefined {
+    const set = this.#recording.get(layerDigest);
+    if (set === undefined || set.size === 0) return undefined;
+    return Promise.allSettled([...set]).then(() => undefined);
+  }
+
+  /**
+   * Stops replays in progress, and recordings in progress, storing what they recorded (a report
+   * with at least one block). Resolves when those reports are written. Idempotent.
+   */
+  async close(): Promise<void> {
+    this.#controller.abort();
+    await Promise.allSettled([...this.#pendingStores]);
+  }
+
+  async #openLayers(imageRef: string, manifestDigest: string | undefined, signal: AbortSignal | undefined): Promise<StreamedLayer[]> {
+    const layers: StreamedLayer[] = [];
+    const all = await this.#imageLayers(imageRef, manifestDigest, signal);
+    for (const layerDigest of all.layers) {
+      try {
+        layers.push(await this.#streamer.openLayer({ imageRef, manifestDigest: all.manifestDigest, layerDigest }, signal !== undefined ? { signal } : {}));
+      } catch (err) {
+        if (!isImgstreamError(err)) throw err;
+      }
+    }
+    return layers;
+  }
+
+  async #imageLayers(imageRef: string, manifestDigest: string | undefined, signal: AbortSignal | undefined): Promise<{ manifestDigest: Digest; layers: Digest[] }> {
+    const parsed = parseReference(imageRef);
+    const ref = manifestDigest !== undefined && isDigest(manifestDigest) ? withDigest(parsed, manifestDigest) : parsed;
+    const image = await this.#streamer.registry.resolveImage(ref, signal !== undefined ? { signal } : {});
+    return { manifestDigest: image.digest, layers: image.manifest.layers.map((l) => l.digest) };
+  }
+
+  async #start(imageRef: string, manifestDigest: Digest, layers: StreamedLayer[]): Promise<PrefetchStart> {
+    const indexes = new Map<Digest, LayerIndex>(layers.map((l) => [l.digest, l.index]));
+    let report: PrefetchReport | undefined;
+    let source: PrefetchReportSource = 'local';
+    try {
+      report = await this.store.get(manifestDigest);
+      if (report === undefined && this.#opts.registryReports) {
+        source = 'registry';
+        report = await this.#fromRegistry(imageRef, manifestDigest);
+      }
+      if (report !== undefined) checkPrefetchReport(report, manifestDigest, indexes);
+    } catch (err) {
+      if (!isImgstreamError(err, ErrorCode.INVALID_PREFETCH_REPORT)) this.emit('error', err);
+      this.#report({ imageRef, manifestDigest, status: 'stale', source, reason: String((err as Error)?.message ?? err) });
+      return this.#record(imageRef, manifestDigest, layers);
+    }
+    let recorder: PrefetchRecorder | undefined;
+    if (report === undefined) {
+      // eStargz prioritized files: replay them, and record a real report of this start as well
+      report = landmarkPrefetchReport(manifestDigest, layers.map((l) => l.index));
+      source = 'estargz-landmark';
+      if (report !== undefined) recorder = this.#record(imageRef, manifestDigest, layers).recorder;
+    }
+    if (report === undefined) {
+      this.#report({ imageRef, manifestDigest, status: 'missing' });
+      return this.#record(imageRef, manifestDigest, layers);
+    }
+    this.#report({ imageRef, manifestDigest, status: 'found', source });
+    if (source === 'registry') {
+      const stored = this.store.put(report).then(
+        () => undefined,
+        (err: unknown) => void this.emit('error', err),
+      );
+      this.#pendingStores.add(stored);
+      void stored.finally(() => this.#pendingStores.delete(stored));
+    }
+    const fetchLayers = new Map<Digest, FetchLayer>(layers.map((l) => [l.digest, l]));
+    const replay = new PrefetchReplay({
+      fetcher: this.#streamer.fetcher,
+      report,
+      layers: fetchLayers,
+      budgetBytes: this.#opts.budgetBytes,
+      parallelBatches: this.#opts.parallelBatches,
+      batchBytes: this.#opts.batchBytes,
+      signal: this.#controller.signal,
+    });
+    void replay.done.then((result) => {
+      const event = { imageRef, manifestDigest, result, hits: replay.hits, misses: replay.misses };
+      publish(diag.replayed, event);
+      this.emit('replayed', event);
+    });
+    // count hits and misses over the start-up window, then stop
+    const window = setTimeout(() => {
+      replay.stop();
+      this.emit('replay-stats', { imageRef, manifestDigest, hits: replay.hits, misses: replay.misses });
+    }, this.#opts.recordMaxMs);
+    window.unref?.();
+    let timer: NodeJS.Timeout | undefined;
+    const ready = await Promise.race([
+      replay.firstBatch.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.#opts.waitMs))),
+    ]);
+    clearTimeout(timer);
+    return { mode: 'replay', firstBatchReady: ready, replay, ...(recorder !== undefined ? { recorder } : {}) };
+  }
+
+  #record(imageRef: string, manifestDigest: Digest, layers: StreamedLayer[]): PrefetchStart {
+    if (!this.#opts.record) return { mode: 'none' };
+    const recorder = new PrefetchRecorder({
+      fetcher: this.#streamer.fetcher,
+      manifestDigest,
+      layers: layers.map((l) => l.index),
+      quietMs: this.#opts.quietMs,
+      recordMaxMs: this.#opts.recordMaxMs,
+      signal: this.#controller.signal,
+    });
+    const done = recorder.done;
+    for (const l of layers) {
+      const set = this.#recording.get(l.digest) ?? new Set();
+      set.add(done);
+      this.#recording.set(l.digest, set);
+    }
+    void done.finally(() => {
+      for (const l of layers) {
+        const set = this.#recording.get(l.digest);
+        set?.delete(done);
+        if (set?.size === 0) this.#recording.delete(l.digest);
+      }
+    });
+    const stored = recorder.done
+      .then(async (report) => {
+        if (report.ranges.length === 0) return;
+        const path = await this.store.put(report);
+        const blocks = report.ranges.reduce((n, r) => n + r.count, 0);
+        this.emit('recorded', { imageRef, manifestDigest, ranges: report.ranges.length, blocks, path });
+        if (this.#opts.pushReports) {
+          const artifactDigest = await pushPrefetchReport(this.#streamer.registry, parseReference(imageRef), report);
+          this.emit('pushed', { imageRef, manifestDigest, artifactDigest });
+        }
+      })
+      .catch((err: unknown) => void this.emit('error', err));
+    this.#pendingStores.add(stored);
+    void stored.finally(() => this.#pendingStores.delete(stored));
+    return { mode: 'record', recorder };
+  }
+
+  /** A registry report; a registry that cannot be asked counts as having none (reported as an error). */
+  async #fromRegistry(imageRef: string, manifestDigest: Digest): Promise<PrefetchReport | undefined> {
+    try {
+      return await fetchPrefetchReport(this.#streamer.registry, parseReference(imageRef), manifestDigest, { signal: this.#controller.signal });
+    } catch (err) {
+      if (isImgstreamError(err, ErrorCode.INVALID_PREFETCH_REPORT)) throw err;
+      this.emit('error', err);
+      return undefined;
+    }
+  }
+
+  #report(event: Parameters<ImagePrefetcherEvents['report']>[0]): void {
+    publish(diag.report, event);
+    this.emit('report', event);
+  }
+}

@@ -1,0 +1,221 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  ImagePrefetcher,
+  PREFETCH_ARTIFACT_TYPE,
+  fetchPrefetchReport,
+  ImageStreamer,
+  PrefetchReportStore,
+  RegistryClient,
+  indexImage,
+  parsePrefetchReport,
+  parseReference,
+  serialisePrefetchReport,
+  type Digest,
+  type FetchEvent,
+  type StreamedLayer,
+} from '@imgstream/core';
+import { startFaultProxy } from '../helpers/fault-proxy.ts';
+import { startRegistry } from '../helpers/registry.ts';
+import { pushTreeImage } from '../helpers/image-builder.ts';
+import { tempDir, type Teardown } from '../helpers/tmp.ts';
+
+const FILES = 48;
+const FILE_BYTES = 96 * 1024;
+/** The start-up working set: every third file, read whole. */
+const WORKLOAD = Array.from({ length: FILES }, (_, i) => i).filter((i) => i % 3 === 0).map((i) => `app/mod${i}.bin`);
+
+async function setup(t: Teardown & { after(fn: () => unknown): void }) {
+  const registry = await startRegistry(t);
+  const contents = new Map<string, Buffer>();
+  const app: Record<string, string> = {};
+  for (let i = 0; i < FILES; i++) {
+    // incompressible, latin1-safe content so the layer has many blocks
+    const b = Buffer.from(randomBytes(FILE_BYTES).toString('base64').slice(0, FILE_BYTES), 'latin1');
+    contents.set(`app/mod${i}.bin`, b);
+    app[`app/mod${i}.bin`] = b.toString('latin1');
+  }
+  const image = await pushTreeImage(registry.url, 'prefetch-app:1', [{ 'etc/os-release': 'ID=test\n' }, app]);
+  const client = new RegistryClient({ plainHttpLoopback: true });
+  t.after(() => client.close());
+  await indexImage(client, parseReference(image.ref), { spanBytes: 128 * 1024 });
+  return { registry, image, client, contents };
+}
+
+/** A fresh node: its own layer cache, in-use db and streamer; reports in `reportDir`. */
+async function node(t: Teardown & { after(fn: () => unknown): void }, client: RegistryClient, reportDir: string, opts: Partial<ConstructorParameters<typeof ImagePrefetcher>[0]> = {}) {
+  const dir = await tempDir(t, 'imgstream-prefetch-node-');
+  const streamer = new ImageStreamer({ registry: client, layerCacheDir: join(dir, 'layers'), imagesInUsePath: join(dir, 'in-use.json'), backgroundDownloads: false });
+  t.after(() => streamer.close());
+  const prefetcher = new ImagePrefetcher({ streamer, store: new PrefetchReportStore({ dir: reportDir }), quietMs: 1500, recordMaxMs: 15_000, ...opts });
+  t.after(() => prefetcher.close());
+  const fetches: FetchEvent[] = [];
+  streamer.on('fetch', (e) => fetches.push(e));
+  const warnings: string[] = [];
+  prefetcher.on('report', (e) => e.status === 'stale' && warnings.push(e.reason ?? ''));
+  return { streamer, prefetcher, fetches, warnings };
+}
+
+/** Reads the workload's files through the fetcher (as FUSE reads would), checking the bytes. */
+async function runWorkload(streamer: ImageStreamer, layers: StreamedLayer[], contents: Map<string, Buffer>): Promise<void> {
+  for (const path of WORKLOAD) {
+    const layer = layers.find((l) => l.index.entries.has(path))!;
+    const entry = layer.index.entries.get(path)!;
+    const parts: Uint8Array[] = [];
+    for (let off = 0; off < entry.size; off += 128 * 1024) parts.push(await streamer.fetcher.read(layer, entry, off, 128 * 1024));
+    assert.deepEqual(Buffer.concat(parts), contents.get(path), path);
+  }
+}
+
+async function openAll(streamer: ImageStreamer, ref: string, layerDigests: readonly string[]): Promise<StreamedLayer[]> {
+  return Promise.all(layerDigests.map((layerDigest) => streamer.openLayer({ imageRef: ref, layerDigest })));
+}
+
+test('prefetch: a report recorded on one node is replayed on a fresh node and serves the start-up reads from the cache', { timeout: 90_000 }, async (t) => {
+  const { image, client, contents } = await setup(t);
+  const reportDir = await tempDir(t, 'imgstream-prefetch-reports-');
+
+  // node 1: no report -> records while the workload runs
+  const a = await node(t, client, reportDir);
+  const reports: string[] = [];
+  a.prefetcher.on('report', (e) => reports.push(e.status));
+  const recorded = new Promise<{ path: string; blocks: number }>((resolve) => a.prefetcher.on('recorded', resolve));
+  const startA = await a.prefetcher.startImage(image.ref);
+  assert.equal(startA.mode, 'record');
+  assert.deepEqual(reports, ['missing']);
+  const layersA = await openAll(a.streamer, image.ref, image.layerDigests);
+  await runWorkload(a.streamer, layersA, contents);
+  const rec = await recorded;
+  const foregroundA = a.fetches.filter((f) => f.priority === 'foreground' && f.error === undefined).length;
+  assert.ok(foregroundA >= 5, `node 1 fetched on demand ${foregroundA} times`);
+
+  // the report: the manifest, both layers' index identities, compact ranges of the app layer
+  const report = parsePrefetchReport(await readFile(rec.path));
+  assert.equal(report.manifestDigest, image.manifestDigest);
+  assert.deepEqual(report.layers.map((l) => l.digest), image.layerDigests);
+  assert.ok(report.ranges.length >= 1 && report.ranges.length <= rec.blocks);
+  assert.ok(report.ranges.every((r) => report.layers[r.layer]!.digest === image.layerDigests[1]));
+  const appBlocks = layersA[1]!.index.blocks.length;
+  assert.ok(rec.blocks < appBlocks, `recorded ${rec.blocks} of ${appBlocks} blocks: the working set, not the layer`);
+  assert.ok(rec.blocks >= Math.floor(appBlocks / 4), `recorded ${rec.blocks} of ${appBlocks} blocks`);
+
+  // node 2: fresh caches, same report -> replay, then the workload reads from the cache
+  const b = await node(t, client, reportDir);
+  const statuses: string[] = [];
+  b.prefetcher.on('report', (e) => statuses.push(e.status));
+  const startB = await b.prefetcher.startImage(image.ref);
+  assert.equal(startB.mode, 'replay');
+  assert.deepEqual(statuses, ['found']);
+  const result = await startB.replay!.done;
+  assert.equal(result.failedBatches, 0);
+  assert.equal(result.reportBlocks, rec.blocks);
+  assert.ok(result.blocks >= rec.blocks, `${result.blocks} blocks loaded (small gaps filled)`);
+  const prefetchRequests = b.fetches.filter((f) => f.priority === 'prefetch').length;
+  assert.ok(prefetchRequests < rec.blocks, `${prefetchRequests} merged range requests for ${rec.blocks} blocks`);
+  const layersB = await openAll(b.streamer, image.ref, image.layerDigests);
+  await runWorkload(b.streamer, layersB, contents);
+  const foregroundB = b.fetches.filter((f) => f.priority === 'foreground').length;
+  const { hits, misses } = startB.replay!;
+  const ratio = hits / (hits + misses);
+  t.diagnostic(`node 1: ${foregroundA} foreground fetches; node 2: ${foregroundB}, prefetch hits ${hits}, misses ${misses} (${(ratio * 100).toFixed(1)}%), ${prefetchRequests} prefetch requests for ${rec.blocks} listed blocks (${result.blocks} with gaps), ${result.bytes} bytes`);
+  assert.ok(ratio > 0.9, `hit ratio ${ratio}`);
+  assert.ok(foregroundB <= foregroundA / 10, `foreground fetches ${foregroundA} -> ${foregroundB}`);
+
+  // the same manifest starts once per node
+  assert.equal(await b.prefetcher.startImage(image.ref), startB);
+});
+
+test('prefetch: a report pushed to the registry as an artifact referring to the image serves a node without a local report', { timeout: 90_000 }, async (t) => {
+  const { image, client, contents } = await setup(t);
+  const a = await node(t, client, await tempDir(t, 'imgstream-prefetch-reports-'), { pushReports: true });
+  const pushed = new Promise<{ artifactDigest: string }>((resolve) => a.prefetcher.on('pushed', resolve));
+  await a.prefetcher.startImage(image.ref);
+  await runWorkload(a.streamer, await openAll(a.streamer, image.ref, image.layerDigests), contents);
+  const { artifactDigest } = await pushed;
+  const referrers = await client.referrers(parseReference(image.ref), image.manifestDigest as Digest, { artifactType: PREFETCH_ARTIFACT_TYPE });
+  assert.deepEqual(referrers.map((r) => r.digest), [artifactDigest]);
+  const fromRegistry = await fetchPrefetchReport(client, parseReference(image.ref), image.manifestDigest as Digest);
+  assert.deepEqual(fromRegistry, parsePrefetchReport(await readFile(join(a.prefetcher.store.dir, `${image.manifestDigest.replace(':', '-')}.json`))));
+
+  // a node with an empty report dir finds it in the registry, keeps a local copy, replays it
+  const emptyDir = await tempDir(t, 'imgstream-prefetch-reports-');
+  const c = await node(t, client, emptyDir);
+  const sources: string[] = [];
+  c.prefetcher.on('report', (e) => sources.push(`${e.status} ${e.source}`));
+  const startC = await c.prefetcher.startImage(image.ref);
+  assert.deepEqual(sources, ['found registry']);
+  await startC.replay!.done;
+  await runWorkload(c.streamer, await openAll(c.streamer, image.ref, image.layerDigests), contents);
+  assert.ok(startC.replay!.hits / (startC.replay!.hits + startC.replay!.misses) > 0.9);
+  assert.equal(c.fetches.filter((f) => f.priority === 'foreground').length, 0);
+  // the local copy is written in the background
+  let local = await c.prefetcher.store.get(image.manifestDigest as Digest);
+  for (let i = 0; i < 100 && local === undefined; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    local = await c.prefetcher.store.get(image.manifestDigest as Digest);
+  }
+  assert.deepEqual(local, fromRegistry);
+});
+
+test('prefetch: corrupt or stale reports are ignored with a warning and never break a start; the budget and wait bounds hold', { timeout: 90_000 }, async (t) => {
+  const { registry, image, client, contents } = await setup(t);
+  const reportDir = await tempDir(t, 'imgstream-prefetch-reports-');
+  const a = await node(t, client, reportDir);
+  const recorded = new Promise<{ path: string; blocks: number }>((resolve) => a.prefetcher.on('recorded', resolve));
+  await a.prefetcher.startImage(image.ref);
+  await runWorkload(a.streamer, await openAll(a.streamer, image.ref, image.layerDigests), contents);
+  const rec = await recorded;
+  const good = await readFile(rec.path);
+  const report = parsePrefetchReport(good);
+
+  // corrupt: not JSON
+  await writeFile(rec.path, good.subarray(0, 40));
+  const c = await node(t, client, reportDir, { record: false });
+  const startC = await c.prefetcher.startImage(image.ref);
+  assert.equal(startC.mode, 'none');
+  assert.equal(c.warnings.length, 1);
+  assert.match(c.warnings[0]!, /not JSON/);
+  await runWorkload(c.streamer, await openAll(c.streamer, image.ref, image.layerDigests), contents);
+
+  // stale: the app layer's index changed since recording
+  const stale = { ...report, layers: report.layers.map((l, i) => (i === 1 ? { ...l, indexId: `sha256:${'ab'.repeat(32)}` } : l)) };
+  await writeFile(rec.path, serialisePrefetchReport(stale));
+  const d = await node(t, client, reportDir);
+  const startD = await d.prefetcher.startImage(image.ref);
+  assert.equal(startD.mode, 'record', 'a stale report is replaced by a new recording');
+  assert.match(d.warnings[0]!, /stale: the index of layer/);
+  assert.equal(d.fetches.filter((f) => f.priority === 'prefetch').length, 0);
+  await runWorkload(d.streamer, await openAll(d.streamer, image.ref, image.layerDigests), contents);
+  startD.recorder!.stop();
+
+  // budget: only the first blocks (in report order) within budgetBytes
+  await writeFile(rec.path, good);
+  const layers = await openAll(d.streamer, image.ref, image.layerDigests);
+  const blockBytes = layers[1]!.index.blocks[report.ranges[0]!.first]!.uncompressedSize;
+  const e = await node(t, client, reportDir, { budgetBytes: blockBytes * 2 + 1 });
+  const startE = await e.prefetcher.startImage(image.ref);
+  const resE = await startE.replay!.done;
+  assert.ok(resE.bytes <= blockBytes * 2 + 1 && resE.blocks >= 1, `${resE.bytes} bytes in ${resE.blocks} blocks`);
+  assert.equal(resE.skippedBlocks, resE.reportBlocks - resE.blocks);
+  const fetchedE = e.fetches.filter((f) => f.priority === 'prefetch').reduce((n, f) => n + f.bytes, 0);
+  assert.ok(fetchedE <= blockBytes * 2 + 1, `fetched ${fetchedE}`);
+
+  // wait bound: blob reads crawl; startImage returns after waitMs anyway, the replay goes on
+  const proxy = await startFaultProxy(t, registry.url);
+  const slowClient = new RegistryClient({ plainHttpLoopback: true });
+  t.after(() => slowClient.close());
+  const slowRef = image.ref.replace(registry.host, proxy.host);
+  const f = await node(t, slowClient, reportDir, { waitMs: 300 });
+  const layersF = await openAll(f.streamer, slowRef, image.layerDigests);
+  proxy.setRules([{ method: 'GET', path: /\/blobs\//, fault: { kind: 'slow-body', chunkBytes: 4096, delayMs: 50 } }]);
+  const t0 = performance.now();
+  const startF = await f.prefetcher.startImageLayers(slowRef, layersF);
+  const waited = performance.now() - t0;
+  assert.equal(startF.mode, 'replay');
+  assert.equal(startF.firstBatchReady, false);
+  assert.ok(waited < 300 + 700, `startImage took ${waited} ms with waitMs 300`);
+  f.prefetcher.close();
+});
