@@ -5,6 +5,7 @@
 // `imgstream index --plain-http REF` after pushing them) or be eStargz; otherwise every layer falls
 // back to a full pull.
 import { spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { access, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -23,6 +24,10 @@ async function freePort(): Promise<number> {
   });
 }
 
+function withNodeArgs(entry: string[], nodeArgs: string[]): string[] {
+  return [entry[0]!, ...nodeArgs, ...entry.slice(1)];
+}
+
 export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise<ImgstreamDaemon> {
   const d = (p: string) => join(ctx.stateDir, p);
   // The runner starts a fresh containerd for every run: snapshot metadata of an earlier run would
@@ -33,7 +38,9 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
     'nsenter',
     `--net=${ctx.netnsPath}`,
     '--',
-    ...tsEntry('examples/imgstreamd/src/main.ts'),
+    // node flags for the daemon's processes (the supervisor passes its own to its children), e.g.
+    // IMGSTREAMD_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile them
+    ...withNodeArgs(tsEntry('examples/imgstreamd/src/main.ts'), (process.env.IMGSTREAMD_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)),
     `--mount_point=${d('mnt')}`,
     `--socket=${ctx.socketPath}`,
     `--control_socket=${d('control.sock')}`,
@@ -51,7 +58,11 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
   ];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
+  // IMGSTREAMD_LOG=FILE keeps the daemon's whole log (appended), for diagnosis
+  const logFile = process.env.IMGSTREAMD_LOG !== undefined && process.env.IMGSTREAMD_LOG !== '' ? createWriteStream(process.env.IMGSTREAMD_LOG, { flags: 'a' }) : undefined;
+  if (logFile !== undefined) ctx.cleanup.after(() => new Promise<void>((resolve) => logFile.end(() => resolve())));
   child.stderr!.on('data', (b: Buffer) => {
+    logFile?.write(b);
     log = (log + b.toString()).slice(-20_000);
   });
   ctx.cleanup.after(() => stopChild(child, 20_000));
@@ -94,7 +105,8 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
     // Before stopping, let the background downloads finish (they start once start-up reads go
     // quiet), so the layer cache is complete for the imgstream-cached scenario.
     async stop() {
-      const deadline = Date.now() + 120_000;
+      const downloads = !argv.includes('--background_downloads=false');
+      const deadline = Date.now() + (downloads ? 120_000 : 0);
       while (child.exitCode === null && Date.now() < deadline) {
         const text = await metrics().catch(() => '');
         const remote = Number(/imgstream_layers_total\{decision="remote",reason=""\} (\d+)/.exec(text)?.[1] ?? 0);

@@ -1,5 +1,5 @@
 // The time-to-ready benchmark (issue #7). Run from the repository root:
-//   npm run bench -w bench -- [--quick] [--images a,b] [--profiles x,y] [--runs N] [--no-report] [--imgstream MODULE]
+//   npm run bench -w bench -- [--quick] [--images a,b] [--profiles x,y] [--scenarios s,t] [--runs N] [--no-report] [--imgstream MODULE]
 //   npm run bench -w bench -- --report-only [RESULTS.json]   re-render docs/benchmarks.md from saved results
 // Needs root: network namespaces, tc, mounts, containerd, drop_caches.
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -44,6 +44,8 @@ interface Options {
   images: string[];
   profiles: string[];
   runs: number;
+  /** Scenarios to run (default all); the others are reported as not run. */
+  scenarios: ScenarioId[];
   report: boolean;
   imgstreamModule: string | null;
 }
@@ -55,6 +57,7 @@ function parseOptions(argv: string[]): Options {
     images: quick ? ['python-scipy'] : IMAGES.map((i) => i.name),
     profiles: quick ? ['same-zone', 'cross-region'] : ['local', 'same-zone', 'cross-region'],
     runs: quick ? 2 : 5,
+    scenarios: [...SCENARIOS],
     report: true,
     imgstreamModule: null,
   };
@@ -68,6 +71,12 @@ function parseOptions(argv: string[]): Options {
       i++;
     } else if (a === '--profiles' && v !== undefined) {
       o.profiles = v.split(',');
+      i++;
+    } else if (a === '--scenarios' && v !== undefined) {
+      o.scenarios = v.split(',').map((x) => {
+        if (!(SCENARIOS as readonly string[]).includes(x)) throw new Error(`unknown scenario ${x} (one of ${SCENARIOS.join(', ')})`);
+        return x as ScenarioId;
+      });
       i++;
     } else if (a === '--imgstream' && v !== undefined) {
       o.imgstreamModule = v;
@@ -141,6 +150,8 @@ async function main(): Promise<void> {
           for (const scenario of SCENARIOS) {
             if (scenario !== 'full-pull' && scenario !== 'full-pull-read-all' && imgstream === undefined) {
               perScenario[scenario] = { status: 'not available', reason: 'imgstreamd does not exist yet', runs: [] };
+            } else if (!options.scenarios.includes(scenario)) {
+              perScenario[scenario] = { status: 'not available', reason: 'not run (--scenarios)', runs: [] };
             } else {
               perScenario[scenario] = { status: 'ok', runs: [] };
               active.push(scenario);
@@ -182,7 +193,7 @@ async function main(): Promise<void> {
       started: started.toISOString(),
       finished: new Date().toISOString(),
       command: `npm run bench -w bench -- ${process.argv.slice(2).join(' ')}`.trim(),
-      options: { quick: options.quick, runs: options.runs, images: options.images, profiles: options.profiles },
+      options: { quick: options.quick, runs: options.runs, images: options.images, profiles: options.profiles, scenarios: options.scenarios },
       environment: await collectEnvironment(),
       images,
       workingSets,

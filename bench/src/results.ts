@@ -32,7 +32,7 @@ export interface BenchResults {
   started: string;
   finished: string;
   command: string;
-  options: { quick: boolean; runs: number; images: string[]; profiles: string[] };
+  options: { quick: boolean; runs: number; images: string[]; profiles: string[]; scenarios?: ScenarioId[] };
   environment: Environment;
   images: BuiltImage[];
   workingSets: Record<string, WorkingSet>;

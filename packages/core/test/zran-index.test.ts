@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { gzipSync } from 'node:zlib';
 import { BufferRangeReader, ErrorCode, buildRawIndex, buildZranIndex, isImgstreamError, parseIndex, readEntryRange, serialiseIndex, sha256Digest, type LayerIndex } from '@imgstream/core';
 import { buildTar, chunked, pseudoRandom } from '../../../test/helpers/tar-builder.ts';
@@ -38,6 +39,34 @@ test('pako pin: zran restarts inflation at every checkpoint (bits primed, window
   }
 });
 
+/** Counts spans decoded by the portable (pako) decoder instead of native zlib. */
+async function portableDecodes(fn: () => Promise<void>): Promise<number> {
+  let n = 0;
+  const onFallback = (): void => void n++;
+  subscribe('imgstream:core:inflate-fallback', onFallback);
+  try {
+    await fn();
+  } finally {
+    unsubscribe('imgstream:core:inflate-fallback', onFallback);
+  }
+  return n;
+}
+
+test('spans decode with native zlib from a synthetic restart prefix (window + bit offset), never the portable decoder', async () => {
+  const tar = layerTar();
+  for (const level of [1, 6, 9]) {
+    const gz = new Uint8Array(gzipSync(tar, { level }));
+    const index = await buildZranIndex(chunked(gz, 10_000), { spanBytes: 32768 });
+    const bitsSeen = new Set(index.data.blocks.map((b) => b.bits ?? 0));
+    assert.ok(bitsSeen.size >= 6, `level ${level}: checkpoints at ${[...bitsSeen].join(',')} bits`);
+    assert.equal(await portableDecodes(() => assertBlocksRebuild(index, gz, tar)), 0, `level ${level}`);
+  }
+  // a stored (level 0) stream: checkpoints before stored blocks
+  const stored = new Uint8Array(gzipSync(tar, { level: 0 }));
+  const index = await buildZranIndex(chunked(stored, 10_000), { spanBytes: 32768 });
+  assert.equal(await portableDecodes(() => assertBlocksRebuild(index, stored, tar)), 0);
+});
+
 test('zran handles multi-member gzip (checkpoints at member starts and spans across members)', async () => {
   const tar = layerTar();
   const cuts = [0, 100_000, 100_500, 2_000_000, tar.byteLength];
@@ -45,8 +74,13 @@ test('zran handles multi-member gzip (checkpoints at member starts and spans acr
   for (const span of [65536, 1 << 20, 8 << 20]) {
     const index = await buildZranIndex(chunked(gz, 7777), { spanBytes: span });
     assert.equal(index.layerDigest, sha256Digest(gz));
-    await assertBlocksRebuild(index, gz, tar);
-    await assertBlocksRebuild(parseIndex(serialiseIndex(index.data)), gz, tar);
+    const portable = await portableDecodes(async () => {
+      await assertBlocksRebuild(index, gz, tar);
+      await assertBlocksRebuild(parseIndex(serialiseIndex(index.data)), gz, tar);
+    });
+    // only spans that run into the next member take the portable decoder
+    assert.ok(portable <= 2 * (cuts.length - 2), `span ${span}: ${portable} portable decodes`);
+    if (span === 1 << 20) assert.ok(portable > 0, "this layout has spans that run into the next member");
   }
   const small = await buildZranIndex(chunked(gz, 7777), { spanBytes: 65536 });
   assert.ok(small.data.blocks.filter((b) => b.member === true).length >= 2);

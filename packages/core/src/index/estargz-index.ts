@@ -5,7 +5,7 @@ import { digestMismatch, isDigest, sha256Digest, type Digest } from '../digest.j
 import { ErrorCode, ImgstreamError } from '../errors.js';
 import { readTar } from '../tar/tar-reader.js';
 import { FileTableBuilder, type EntryInput } from './file-table.js';
-import { inflateSpan } from './gzip-checkpoints.js';
+import { inflateSpanNative } from './native-span-inflate.js';
 import type { BlockInfo, EntryType, Extent } from './model.js';
 import { TableLayerIndex } from './table-layer-index.js';
 
@@ -256,9 +256,9 @@ export async function openEstargzIndex(reader: RangeReader, options: OpenEstargz
     entries: table.entries,
     children: table.childrenMap(),
     ...(prioritizedBlocks !== undefined ? { prioritizedBlocks } : {}),
-    decode: (i, bytes) => {
+    decode: async (i, bytes) => {
       const info = blocks[i] as BlockInfo;
-      const out = inflateSpan(bytes, { bits: 0, member: true, window: new Uint8Array(0), uncompressedSize: info.uncompressedSize, fetchOffset: info.compressedOffset });
+      const out = await inflateSpanNative(bytes, { bits: 0, member: true, window: new Uint8Array(0), uncompressedSize: info.uncompressedSize, fetchOffset: info.compressedOffset });
       for (const c of blockChunks[i] ?? []) {
         const actual = sha256Digest(out.subarray(c.inner, c.inner + c.length));
         if (actual !== c.digest) throw digestMismatch(c.digest, actual, `eStargz chunk at ${info.compressedOffset}+${c.inner} of ${options.layerDigest}`);

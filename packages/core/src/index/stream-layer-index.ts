@@ -1,6 +1,6 @@
 import { sha256Digest, digestMismatch, type Digest } from '../digest.js';
 import { ErrorCode, ImgstreamError } from '../errors.js';
-import { inflateSpan } from './gzip-checkpoints.js';
+import { inflateSpanNative } from './native-span-inflate.js';
 import { regionsToExtents, type StreamRegion } from './file-table.js';
 import type { BlockInfo, FileEntry } from './model.js';
 import { TableLayerIndex } from './table-layer-index.js';
@@ -80,7 +80,7 @@ export class StreamLayerIndex extends TableLayerIndex {
         const actual = sha256Digest(bytes);
         if (actual !== b.digest) throw digestMismatch(b.digest, actual, `block ${i} of layer ${data.layerDigest}`);
         if (data.format === 'raw') return bytes;
-        return inflateSpan(bytes, {
+        return inflateSpanNative(bytes, {
           bits: b.bits ?? 0,
           member: b.member ?? false,
           window: b.window ?? new Uint8Array(0),

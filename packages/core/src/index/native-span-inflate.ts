@@ -1,0 +1,142 @@
+import { constants, gunzip, inflateRaw, type InputType, type ZlibOptions } from 'node:zlib';
+import { channel, publish } from '../diagnostics.js';
+import { ErrorCode, ImgstreamError } from '../errors.js';
+import { inflateSpan, type GzipSpan } from './gzip-checkpoints.js';
+
+const fallbackChannel = channel('core:inflate-fallback');
+
+/** What a span decode needs to know about where it starts. */
+export type SpanStart = Pick<GzipSpan, 'bits' | 'member' | 'window' | 'uncompressedSize' | 'fetchOffset'>;
+
+/**
+ * Decodes one zran span (or one eStargz chunk) with Node's native zlib on the libuv thread pool,
+ * so a FUSE server's event loop keeps answering while blocks are inflated, at native speed.
+ *
+ * zlib cannot be primed with a bit offset through Node's API, so the restart state is given to it
+ * as deflate data instead: a synthetic raw deflate prefix of fixed-Huffman blocks that (1) emits
+ * the span's 32 KiB window as literals, so back references resolve against it, and (2) ends at
+ * exactly the bit position where the span's first block starts inside its first fetched byte.
+ * Inflating `prefix + span bytes` yields `padding + window + span`; the first two are dropped.
+ *
+ * The rare span that crosses the end of a gzip member in the middle (multi-member blobs) is
+ * decoded by the portable {@link inflateSpan} (announced on the diagnostics channel
+ * `imgstream:core:inflate-fallback`). Corrupt data -> IMGSTREAM_CORRUPT_DATA.
+ */
+export async function inflateSpanNative(data: Uint8Array, span: SpanStart): Promise<Uint8Array> {
+  const size = span.uncompressedSize;
+  if (span.member) {
+    const out = await zlibCall(gunzip, data, size + 1, span.fetchOffset);
+    if (out.byteLength === size) return out;
+    return portable(data, span);
+  }
+  const { bytes: prefix, skip } = restartPrefix(span.window, span.bits, data[0] ?? 0);
+  const input = new Uint8Array(prefix.byteLength + data.byteLength - (span.bits > 0 ? 1 : 0));
+  input.set(prefix);
+  input.set(span.bits > 0 ? data.subarray(1) : data, prefix.byteLength);
+  const out = await zlibCall(inflateRaw, input, skip + size + 1, span.fetchOffset);
+  // shorter: the span runs into a following gzip member, which a raw inflate stops at
+  if (out.byteLength !== skip + size) return portable(data, span);
+  return out.subarray(skip);
+}
+
+/** The portable decoder, for spans that cross into the next gzip member (published as `imgstream:core:inflate-fallback`). */
+function portable(data: Uint8Array, span: SpanStart): Uint8Array {
+  publish(fallbackChannel, { fetchOffset: span.fetchOffset, uncompressedSize: span.uncompressedSize });
+  return inflateSpan(data, span);
+}
+
+type ZlibFn = (buf: InputType, options: ZlibOptions, callback: (error: Error | null, result: Buffer) => void) => void;
+
+/** One zlib call that tolerates input ending mid-stream; output chunk sized so it is one thread-pool round. */
+function zlibCall(fn: ZlibFn, input: Uint8Array, expectedBytes: number, fetchOffset: number): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const options: ZlibOptions = {
+      finishFlush: constants.Z_SYNC_FLUSH,
+      chunkSize: Math.max(64 * 1024, Math.min(expectedBytes, 64 * 1024 * 1024)),
+    };
+    fn(input, options, (err, result) => {
+      if (err !== null) {
+        reject(new ImgstreamError(ErrorCode.CORRUPT_DATA, `gzip: invalid compressed data in the span (${err.message})`, { offset: fetchOffset, cause: err }));
+      } else {
+        resolve(new Uint8Array(result.buffer, result.byteOffset, result.byteLength));
+      }
+    });
+  });
+}
+
+/** Writes deflate's LSB-first bit stream. */
+class BitWriter {
+  #bytes: Uint8Array;
+  #length = 0;
+  #hold = 0;
+  #bits = 0;
+
+  constructor(capacity: number) {
+    this.#bytes = new Uint8Array(capacity);
+  }
+
+  /** `count` bits of `value`, least significant first (header fields). */
+  bits(value: number, count: number): void {
+    this.#hold |= value << this.#bits;
+    this.#bits += count;
+    while (this.#bits >= 8) {
+      this.#bytes[this.#length++] = this.#hold & 0xff;
+      this.#hold >>>= 8;
+      this.#bits -= 8;
+    }
+  }
+
+  /** A Huffman code of `count` bits, most significant bit first (as deflate stores codes). */
+  code(code: number, count: number): void {
+    let reversed = 0;
+    for (let i = 0; i < count; i++) reversed |= ((code >> i) & 1) << (count - 1 - i);
+    this.bits(reversed, count);
+  }
+
+  get bitLength(): number {
+    return this.#length * 8 + this.#bits;
+  }
+
+  /** The written bytes; a partial last byte is OR'd with `fill` (its high bits). */
+  finish(fill: number): Uint8Array {
+    if (this.#bits > 0) this.#bytes[this.#length++] = (this.#hold & ((1 << this.#bits) - 1)) | (fill & ~((1 << this.#bits) - 1) & 0xff);
+    return this.#bytes.subarray(0, this.#length);
+  }
+}
+
+/** Bits of a literal in deflate's fixed Huffman code. */
+function literalBits(byte: number): number {
+  return byte < 144 ? 8 : 9;
+}
+
+function writeLiteral(w: BitWriter, byte: number): void {
+  if (byte < 144) w.code(0x30 + byte, 8);
+  else w.code(0x190 + byte - 144, 9);
+}
+
+/** A non-final fixed-Huffman block holding `literals`. */
+function writeFixedBlock(w: BitWriter, literals: Iterable<number>): void {
+  w.bits(0, 1); // BFINAL = 0
+  w.bits(1, 2); // BTYPE = 01, fixed Huffman codes
+  for (const b of literals) writeLiteral(w, b);
+  w.code(0, 7); // end of block (256)
+}
+
+/**
+ * The synthetic deflate prefix for a restart at a checkpoint: `skip` output bytes (padding
+ * literals, then the window), ending `bits` bits short of a whole byte; the partial byte's high
+ * `bits` bits are taken from `firstByte` (the fetched byte the span's first block starts in).
+ */
+export function restartPrefix(window: Uint8Array, bits: number, firstByte: number): { bytes: Uint8Array; skip: number } {
+  let windowBits = 10;
+  for (const b of window) windowBits += literalBits(b);
+  // padding block: 10 + 9 * n bits; n in 0..7 reaches every residue mod 8
+  const target = (8 - bits) % 8;
+  let pad = 0;
+  while ((10 + 9 * pad + windowBits) % 8 !== target) pad++;
+  const w = new BitWriter(Math.ceil((10 + 9 * pad + windowBits) / 8) + 1);
+  writeFixedBlock(w, new Array<number>(pad).fill(144));
+  writeFixedBlock(w, window);
+  const bytes = w.finish(bits > 0 ? firstByte : 0);
+  return { bytes, skip: pad + window.byteLength };
+}
