@@ -6,7 +6,7 @@
 // back to a full pull.
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { access, rm } from 'node:fs/promises';
+import { access, readdir, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -103,15 +103,16 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
       return { onDemandBytes: value('on_demand'), backgroundBytes: value('background') };
     },
     // Before stopping, let the background downloads finish (they start once start-up reads go
-    // quiet), so the layer cache is complete for the imgstream-cached scenario.
+    // quiet), so the layer cache is complete for the imgstream-cached scenario: every streamed
+    // layer has its completion marker in the layer cache (layers cached by an earlier run included).
     async stop() {
       const downloads = !argv.includes('--background_downloads=false');
       const deadline = Date.now() + (downloads ? 120_000 : 0);
       while (child.exitCode === null && Date.now() < deadline) {
         const text = await metrics().catch(() => '');
         const remote = Number(/imgstream_layers_total\{decision="remote",reason=""\} (\d+)/.exec(text)?.[1] ?? 0);
-        const done = Number(/imgstream_layers_downloaded_total (\d+)/.exec(text)?.[1] ?? 0);
-        if (text === '' || done >= remote || log.includes('background download failed')) break;
+        const complete = (await readdir(d('layers')).catch(() => [] as string[])).filter((n) => n.endsWith('.complete')).length;
+        if (text === '' || complete >= remote || log.includes('background download failed')) break;
         await sleep(200);
       }
       await stopChild(child, 20_000);

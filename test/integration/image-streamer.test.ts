@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode, ImageStreamer, indexImage, isImgstreamError, parseReference, RegistryClient, type Digest } from '@imgstream/core';
 import { startRegistry } from '../helpers/registry.ts';
 import { pushTreeImage } from '../helpers/image-builder.ts';
@@ -75,4 +76,40 @@ test('ImageStreamer: indexed layers stream and download, unindexed ones fall bac
   );
   assert.equal(await streamer.releaseImage(top.imageKey), true);
   assert.equal(streamer.imagesInUse.isReferenced(indexed.layerDigests[0] as Digest), false);
+});
+
+test('ImageStreamer: a layer downloads once its container started reading and went quiet (downloadSilenceMs), or after downloadMaxDeferMs', { timeout: 60_000 }, async (t) => {
+  const registry = await startRegistry(t);
+  const big = Buffer.alloc(3 * 1024 * 1024, 'quiet please ');
+  const image = await pushTreeImage(registry.url, 'streamer-quiet:1', [{ 'data/big.txt': big.toString() }]);
+  const other = await pushTreeImage(registry.url, 'streamer-quiet:2', [{ 'data/other.txt': 'x'.repeat(100_000) }]);
+  const client = new RegistryClient({ plainHttpLoopback: true });
+  t.after(() => client.close());
+  await indexImage(client, parseReference(image.ref));
+  await indexImage(client, parseReference(other.ref));
+  const dir = await tempDir(t, 'imgstream-streamer-quiet-');
+  const streamer = new ImageStreamer({ registry: client, layerCacheDir: join(dir, 'layers'), imagesInUsePath: join(dir, 'in-use.json'), downloadSilenceMs: 400, downloadMaxDeferMs: 60_000 });
+  t.after(() => streamer.close());
+  const firstBytes = new Map<string, number>();
+  streamer.on('download-bytes', (e) => firstBytes.has(e.layerDigest) || firstBytes.set(e.layerDigest, performance.now()));
+
+  const layer = await streamer.openLayer({ imageRef: image.ref, layerDigest: image.layerDigests[0]! });
+  // the gap between the pull and the container's first read is not silence
+  await sleep(1_000);
+  assert.equal(firstBytes.size, 0, 'no download before the container has read anything');
+  const entry = layer.index.entries.get('data/big.txt')!;
+  await streamer.fetcher.read(layer, entry, 0, 4096);
+  const readEnd = performance.now();
+  const complete = new Promise<void>((resolve) => streamer.on('layer-complete', (e) => e.layerDigest === layer.digest && resolve()));
+  await complete;
+  const started = firstBytes.get(layer.digest)!;
+  assert.ok(started - readEnd >= 390, `download started ${started - readEnd} ms after the last read`);
+
+  // no reads at all: the download starts after downloadMaxDeferMs
+  const deferred = new ImageStreamer({ registry: client, layerCacheDir: join(dir, 'layers2'), imagesInUsePath: join(dir, 'in-use2.json'), downloadSilenceMs: 400, downloadMaxDeferMs: 800 });
+  t.after(() => deferred.close());
+  const done = new Promise<number>((resolve) => deferred.on('layer-complete', () => resolve(performance.now())));
+  const openedAt = performance.now();
+  await deferred.openLayer({ imageRef: other.ref, layerDigest: other.layerDigests[0]! });
+  assert.ok((await done) - openedAt >= 790);
 });

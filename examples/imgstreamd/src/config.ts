@@ -17,6 +17,10 @@ export interface DaemonConfig {
   readAheadBytes: number;
   maxLayerDownloads: number;
   backgroundDownloads: boolean;
+  /** Background downloads wait for this long a silence of on-demand and prefetch fetches, ms. */
+  downloadSilenceMs: number;
+  /** A background download request starts after waiting this long anyway, ms. */
+  downloadMaxDeferMs: number;
   gcPeriodMs: number;
   enablePrefetching: boolean;
   /** Where the node keeps prefetch reports. */
@@ -111,6 +115,15 @@ export const FLAGS: readonly FlagSpec[] = [
     parse: bool,
     boolean: true,
   },
+  {
+    flag: 'download_silence',
+    key: 'downloadSilenceMs',
+    help: 'background downloads wait until on-demand and prefetch fetches have been quiet this long (3s, 500ms, 0)',
+    def: e.downloadSilenceMs,
+    parse: parseDurationMs,
+    shown: `${e.downloadSilenceMs / 1000}s`,
+  },
+  { flag: 'download_max_defer', key: 'downloadMaxDeferMs', help: 'a background download request waits for silence at most this long', def: e.downloadMaxDeferMs, parse: parseDurationMs, shown: `${e.downloadMaxDeferMs / 1000}s` },
   { flag: 'gc_period', key: 'gcPeriodMs', help: 'garbage collection period (3m, 30s, ...)', def: e.gcPeriodMs, parse: parseDurationMs, shown: `${e.gcPeriodMs / 60_000}m` },
   {
     flag: 'enable_prefetching',

@@ -28,6 +28,8 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
     maxLayerDownloads: config.maxLayerDownloads,
     gcPeriodMs: config.gcPeriodMs,
     backgroundDownloads: config.backgroundDownloads,
+    downloadSilenceMs: config.downloadSilenceMs,
+    downloadMaxDeferMs: config.downloadMaxDeferMs,
   });
   await streamer.ready();
   const fs = new ImgstreamFs({ mountPoint: config.mountPoint });

@@ -107,10 +107,13 @@ export const defaults = Object.freeze({
     /** Whole-layer downloads running at once (GKE `max_layer_downloads=3`). */
     maxLayerDownloads: 3,
     /**
-     * A streamed layer's background download starts once no on-demand read has happened for this
-     * long, in ms (0: at once). Experimental, off by default: see docs/engine.md.
+     * Background download requests wait until no on-demand or prefetch request has run for this
+     * long, in ms (stargz-snapshotter's background-fetch silence period, 3 s): a starting container
+     * does not share bandwidth, CPU and the FUSE server's event loop with downloads.
      */
-    downloadQuietMs: 0,
+    downloadSilenceMs: 3_000,
+    /** A background request starts after waiting this long for silence anyway, in ms (one at a time while reads run). */
+    downloadMaxDeferMs: 15_000,
     /** Size of one range request of a background layer download: 8 MiB. */
     downloadChunkBytes: 8 * 1024 * 1024,
     /** Local layer cache directory (GKE `layer_cache_dir`). */

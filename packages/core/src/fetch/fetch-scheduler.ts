@@ -10,10 +10,25 @@ const ORDER: readonly FetchPriority[] = ['foreground', 'prefetch', 'background']
 export interface FetchSchedulerOptions {
   /** Range requests running at once, all priorities together. Default `defaults.engine.maxConcurrentFetches` (8). */
   maxConcurrentFetches?: number;
+  /**
+   * Background requests wait until no foreground or prefetch request has run for this long, in ms
+   * (stargz-snapshotter's background-fetch `silence_period_msec`): whole-layer downloads do not
+   * take bandwidth, CPU or event-loop time while a container starts up. Default 0 (no silence;
+   * the {@link ImageStreamer} sets `defaults.engine.downloadSilenceMs`).
+   */
+  backgroundSilenceMs?: number;
+  /**
+   * A background request that has waited this long for silence starts anyway (at most one at a time
+   * while foreground work runs), so a workload that never goes quiet does not stall downloads
+   * for ever. In ms. Default `defaults.engine.downloadMaxDeferMs` (15 000).
+   */
+  backgroundMaxDeferMs?: number;
 }
 
 interface Waiter {
   priority: FetchPriority;
+  /** When it was queued (scheduler clock). */
+  readonly sinceMs: number;
   start(taken: FetchPriority): void;
 }
 
@@ -30,13 +45,22 @@ export interface FetchTicket {
  * A small priority scheduler for range requests: at most `maxConcurrentFetches` run at once,
  * queued foreground work starts before prefetch, prefetch before background. While foreground work
  * is running or queued, at most one background request runs (whole-layer downloads yield to reads
- * without starving).
+ * without starving). With `backgroundSilenceMs`, background requests wait for that long a silence
+ * of foreground and prefetch requests (at most `backgroundMaxDeferMs`).
  */
 export class FetchScheduler {
   readonly maxConcurrentFetches: number;
+  readonly backgroundSilenceMs: number;
+  readonly backgroundMaxDeferMs: number;
+  readonly #now: () => number;
   #running = 0;
   #foregroundRunning = 0;
   #backgroundRunning = 0;
+  /** Foreground and prefetch requests running. */
+  #busyRunning = 0;
+  /** When the last foreground or prefetch request started or ended (scheduler clock). */
+  #lastBusyMs = Number.NEGATIVE_INFINITY;
+  #silenceTimer: { timer: NodeJS.Timeout; dueMs: number } | undefined;
   readonly #queues: Record<FetchPriority, Waiter[]> = { foreground: [], prefetch: [], background: [] };
   #idleWaiters: Array<() => void> = [];
 
@@ -44,6 +68,11 @@ export class FetchScheduler {
     const max = options.maxConcurrentFetches ?? defaults.engine.maxConcurrentFetches;
     if (!Number.isSafeInteger(max) || max < 1) throw invalidOption('maxConcurrentFetches', 'must be a positive integer');
     this.maxConcurrentFetches = max;
+    this.backgroundSilenceMs = options.backgroundSilenceMs ?? 0;
+    if (!Number.isSafeInteger(this.backgroundSilenceMs) || this.backgroundSilenceMs < 0) throw invalidOption('backgroundSilenceMs', 'must be a non-negative integer');
+    this.backgroundMaxDeferMs = options.backgroundMaxDeferMs ?? defaults.engine.downloadMaxDeferMs;
+    if (!Number.isSafeInteger(this.backgroundMaxDeferMs) || this.backgroundMaxDeferMs < 0) throw invalidOption('backgroundMaxDeferMs', 'must be a non-negative integer');
+    this.#now = () => performance.now();
   }
 
   /** Foreground requests running or queued. */
@@ -53,6 +82,16 @@ export class FetchScheduler {
 
   get running(): number {
     return this.#running;
+  }
+
+  /** Foreground or prefetch requests running or queued. */
+  get busy(): boolean {
+    return this.foregroundActive > 0 || this.#busyRunning > 0 || this.#queues.prefetch.length > 0;
+  }
+
+  /** When the last foreground or prefetch request started or ended (`performance.now()` ms; -Infinity before the first). */
+  get lastBusyMs(): number {
+    return this.#lastBusyMs;
   }
 
   /**
@@ -87,23 +126,48 @@ export class FetchScheduler {
     });
   }
 
-  #canStart(priority: FetchPriority): boolean {
+  #canStart(priority: FetchPriority, sinceMs: number): boolean {
     if (this.#running >= this.maxConcurrentFetches) return false;
-    if (priority === 'background' && this.foregroundActive > 0 && this.#backgroundRunning > 0) return false;
-    return true;
+    if (priority !== 'background') return true;
+    const busy = this.busy;
+    if (busy && this.#backgroundRunning > 0) return false;
+    if (this.backgroundSilenceMs === 0) return true;
+    const now = this.#now();
+    const deferredEnough = now - sinceMs >= this.backgroundMaxDeferMs;
+    if (deferredEnough) return true;
+    const quietAtMs = busy ? Number.POSITIVE_INFINITY : this.#lastBusyMs + this.backgroundSilenceMs;
+    if (now >= quietAtMs) return true;
+    // look again when the silence or the deferral bound ends (a new busy request re-arms it)
+    this.#armSilenceTimer(Math.min(quietAtMs, sinceMs + this.backgroundMaxDeferMs) - now);
+    return false;
+  }
+
+  #armSilenceTimer(inMs: number): void {
+    const dueMs = this.#now() + Math.max(1, Math.ceil(inMs));
+    if (this.#silenceTimer !== undefined) {
+      if (this.#silenceTimer.dueMs <= dueMs) return;
+      clearTimeout(this.#silenceTimer.timer);
+    }
+    const timer = setTimeout(() => {
+      this.#silenceTimer = undefined;
+      this.#pump();
+    }, dueMs - this.#now());
+    this.#silenceTimer = { timer, dueMs };
   }
 
   #acquire(ticket: FetchTicket, signal?: AbortSignal): Promise<FetchPriority> {
     signal?.throwIfAborted();
     const priority = ticket.priority;
     const ahead = ORDER.slice(0, ORDER.indexOf(priority) + 1).some((p) => this.#queues[p].length > 0);
-    if (!ahead && this.#canStart(priority)) {
+    const sinceMs = this.#now();
+    if (!ahead && this.#canStart(priority, sinceMs)) {
       this.#take(priority);
       return Promise.resolve(priority);
     }
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
         priority,
+        sinceMs,
         start: (taken) => {
           signal?.removeEventListener('abort', onAbort);
           ticket.raise = undefined;
@@ -138,12 +202,20 @@ export class FetchScheduler {
     this.#running++;
     if (priority === 'foreground') this.#foregroundRunning++;
     if (priority === 'background') this.#backgroundRunning++;
+    else {
+      this.#busyRunning++;
+      this.#lastBusyMs = this.#now();
+    }
   }
 
   #release(priority: FetchPriority): void {
     this.#running--;
     if (priority === 'foreground') this.#foregroundRunning--;
     if (priority === 'background') this.#backgroundRunning--;
+    else {
+      this.#busyRunning--;
+      this.#lastBusyMs = this.#now();
+    }
     this.#pump();
   }
 
@@ -152,11 +224,15 @@ export class FetchScheduler {
       const queue = this.#queues[p];
       while (queue.length > 0) {
         // a queued foreground waiter counts as active; it leaves the queue as it takes the slot
-        if (!this.#canStart(p)) break;
+        if (!this.#canStart(p, queue[0]!.sinceMs)) break;
         const w = queue.shift()!;
         this.#take(p);
         w.start(p);
       }
+    }
+    if (this.#queues.background.length === 0 && this.#silenceTimer !== undefined) {
+      clearTimeout(this.#silenceTimer.timer);
+      this.#silenceTimer = undefined;
     }
     if (this.foregroundActive === 0 && this.#idleWaiters.length > 0) {
       const waiters = this.#idleWaiters;

@@ -34,11 +34,13 @@ export interface ImageStreamerOptions {
   /** Download every streamed layer in the background into the local layer cache. Default true. */
   backgroundDownloads?: boolean;
   /**
-   * A layer's background download starts once no on-demand read (of any layer) has happened for
-   * this long, in ms: start-up reads do not compete with downloads for CPU (decompression, unpack).
-   * Default `defaults.engine.downloadQuietMs` (0: downloads start at once). Experimental.
+   * Background download requests wait until no on-demand or prefetch request has run for this long,
+   * in ms (0: downloads run alongside reads, one request at a time while reads wait). Default
+   * `defaults.engine.downloadSilenceMs` (3000, stargz-snapshotter's background-fetch silence period).
    */
-  downloadQuietMs?: number;
+  downloadSilenceMs?: number;
+  /** A download request that waited this long for silence starts anyway, in ms. Default `defaults.engine.downloadMaxDeferMs` (15 000). */
+  downloadMaxDeferMs?: number;
   /** The images-in-use database file. Default `defaults.engine.imagesInUsePath`. */
   imagesInUsePath?: string;
   /** Garbage collection period in ms. Default `defaults.engine.gcPeriodMs` (3 min). */
@@ -126,8 +128,8 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
   readonly imagesInUse: ImagesInUseStore;
   readonly gc: GarbageCollector;
   readonly #backgroundDownloads: boolean;
-  readonly #downloadQuietMs: number;
-  #lastReadMs = 0;
+  readonly #downloadSilenceMs: number;
+  readonly #downloadMaxDeferMs: number;
   /** image reference -> its opened layers (references by tag are resolved again after TAG_TTL_MS) */
   readonly #images = new Map<string, { promise: Promise<{ image: ResolvedImage; layers: OpenedLayer[] }>; byTag: boolean; atMs: number }>();
   readonly #layers = new Map<Digest, StreamedLayer>();
@@ -141,7 +143,11 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
     if (options?.registry === undefined) throw invalidOption('registry', 'is required');
     this.registry = options.registry;
     this.layerCache = new LayerCache({ layerCacheDir: options.layerCacheDir ?? defaults.engine.layerCacheDir });
-    this.scheduler = new FetchScheduler({ maxConcurrentFetches: options.maxConcurrentFetches ?? defaults.engine.maxConcurrentFetches });
+    this.scheduler = new FetchScheduler({
+      maxConcurrentFetches: options.maxConcurrentFetches ?? defaults.engine.maxConcurrentFetches,
+      backgroundSilenceMs: options.downloadSilenceMs ?? defaults.engine.downloadSilenceMs,
+      backgroundMaxDeferMs: options.downloadMaxDeferMs ?? defaults.engine.downloadMaxDeferMs,
+    });
     this.fetcher = new BlockFetcher({
       scheduler: this.scheduler,
       layerCache: this.layerCache,
@@ -155,8 +161,8 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
       maxLayerDownloads: options.maxLayerDownloads ?? defaults.engine.maxLayerDownloads,
     });
     this.#backgroundDownloads = options.backgroundDownloads ?? true;
-    this.#downloadQuietMs = options.downloadQuietMs ?? defaults.engine.downloadQuietMs;
-    if (!Number.isSafeInteger(this.#downloadQuietMs) || this.#downloadQuietMs < 0) throw invalidOption('downloadQuietMs', 'must be a non-negative integer');
+    this.#downloadSilenceMs = this.scheduler.backgroundSilenceMs;
+    this.#downloadMaxDeferMs = this.scheduler.backgroundMaxDeferMs;
     this.imagesInUse = new ImagesInUseStore({ path: options.imagesInUsePath ?? defaults.engine.imagesInUsePath });
     this.gc = new GarbageCollector({
       layerCache: this.layerCache,
@@ -168,9 +174,6 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
     });
     this.fetcher.on('fetch', (e) => this.emit('fetch', e));
     this.fetcher.on('cache', (e) => this.emit('cache', e));
-    this.fetcher.on('read', (e) => {
-      if (!e.local && e.priority === 'foreground') this.#lastReadMs = performance.now();
-    });
     this.gc.on('run', (r) => this.emit('gc', r));
     this.gc.on('error', (err) => this.emit('error', err));
     this.downloader.on('progress', ({ digest, bytes }) => {
@@ -314,24 +317,32 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
     const i = image.manifest.layers.findIndex((l) => l.digest === layer.digest);
     const rootfs = image.config.rootfs as { diff_ids?: unknown } | undefined;
     const diffId = Array.isArray(rootfs?.diff_ids) ? rootfs.diff_ids[i] : undefined;
-    this.#whenReadsQuiet()
+    const ready = this.layerCache.has(layer.digest) ? Promise.resolve() : this.#whenStartupQuiet(performance.now());
+    ready
       .then(() =>
         this.downloader.download(
-        { digest: layer.digest, size: opened.descriptor.size, source: opened.reader, ...(typeof diffId === 'string' && isDigest(diffId) ? { diffId } : {}) },
+          { digest: layer.digest, size: opened.descriptor.size, source: opened.reader, ...(typeof diffId === 'string' && isDigest(diffId) ? { diffId } : {}) },
           { signal: this.#controller.signal },
         ),
       )
       .catch(() => undefined); // reported through the downloader's `failed` event
   }
 
-  /** Resolves once no on-demand read happened for `downloadQuietMs` (rejects when closed). */
-  async #whenReadsQuiet(): Promise<void> {
-    // the reads a new layer is opened for come right after it is opened: count from now
-    this.#lastReadMs = Math.max(this.#lastReadMs, performance.now());
+  /**
+   * Resolves once the container the layer was opened for has started reading and its reads have
+   * then been quiet for `downloadSilenceMs`, or `downloadMaxDeferMs` after `openedMs` at the latest:
+   * the gap between a pull and the container's first read is not taken for silence.
+   */
+  async #whenStartupQuiet(openedMs: number): Promise<void> {
+    if (this.#downloadSilenceMs === 0) return;
     for (;;) {
-      const waitMs = this.#lastReadMs + this.#downloadQuietMs - performance.now();
-      if (waitMs <= 0) return;
-      await delay(waitMs, this.#controller.signal);
+      const now = performance.now();
+      const deadline = openedMs + this.#downloadMaxDeferMs;
+      const last = this.scheduler.lastBusyMs;
+      if (now >= deadline) return;
+      if (!this.scheduler.busy && last > openedMs && now - last >= this.#downloadSilenceMs) return;
+      const quietAt = last > openedMs && !this.scheduler.busy ? last + this.#downloadSilenceMs : now + Math.min(250, this.#downloadSilenceMs);
+      await delay(Math.max(1, Math.min(deadline, quietAt) - now), this.#controller.signal);
     }
   }
 
