@@ -36,7 +36,7 @@ it('serves files through core BlockFetcher, fetching only the blocks read', { ti
   // the index comes from the test-only tar reader ('raw' format, 64 KiB blocks)
   const { index } = new MemoryLayerContent(tar);
   const reader = new CountingReader(tar);
-  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 * 1024 * 1024, fetchRetries: 0, readAheadBytes: 256 * 1024 });
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 * 1024 * 1024, fetchRetries: 0, readAheadBytes: 256 * 1024, layerReadAheadBytes: 0, layerReadBehindBytes: 0 });
   t.after(() => fetcher.close());
   const fs = await mountedFs(t, { readTimeoutMs: 5_000 });
   fs.addLayer(index.layerDigest, fetcherLayerContent(fetcher, { index, reader }));

@@ -48,7 +48,7 @@ async function setup(t: Teardown & { after(fn: () => unknown): void }) {
 /** A fresh node: its own layer cache, in-use db and streamer; reports in `reportDir`. */
 async function node(t: Teardown & { after(fn: () => unknown): void }, client: RegistryClient, reportDir: string, opts: Partial<ConstructorParameters<typeof ImagePrefetcher>[0]> = {}) {
   const dir = await tempDir(t, 'imgstream-prefetch-node-');
-  const streamer = new ImageStreamer({ registry: client, layerCacheDir: join(dir, 'layers'), imagesInUsePath: join(dir, 'in-use.json'), backgroundDownloads: false });
+  const streamer = new ImageStreamer({ registry: client, layerCacheDir: join(dir, 'layers'), imagesInUsePath: join(dir, 'in-use.json'), backgroundDownloads: false, layerReadAheadBytes: 0, layerReadBehindBytes: 0 });
   t.after(() => streamer.close());
   const prefetcher = new ImagePrefetcher({ streamer, store: new PrefetchReportStore({ dir: reportDir }), quietMs: 1500, recordMaxMs: 15_000, ...opts });
   t.after(() => prefetcher.close());

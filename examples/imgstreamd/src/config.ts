@@ -15,6 +15,8 @@ export interface DaemonConfig {
   maxContentCacheBytes: number;
   maxReadBlocks: number;
   readAheadBytes: number;
+  layerReadAheadBytes: number;
+  layerReadBehindBytes: number;
   maxLayerDownloads: number;
   backgroundDownloads: boolean;
   /** Background downloads wait for this long a silence of on-demand and prefetch fetches, ms. */
@@ -106,6 +108,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { flag: 'max_content_cache_size_mb', key: 'maxContentCacheBytes', help: 'in-memory content cache bound, MiB', def: e.maxContentCacheBytes, parse: (v) => int(v) * 1024 * 1024, shown: String(e.maxContentCacheBytes / 1024 / 1024) },
   { flag: 'max_read_blocks', key: 'maxReadBlocks', help: 'blocks fetched per read round', def: e.maxReadBlocks, parse: int },
   { flag: 'max_read_ahead', key: 'readAheadBytes', help: 'sequential read-ahead (bytes, or 1MiB, 512KiB)', def: e.readAheadBytes, parse: parseBytes, shown: `${e.readAheadBytes / 1024 / 1024}MiB` },
+  { flag: 'layer_read_ahead', key: 'layerReadAheadBytes', help: 'on a read miss, also fetch this much of the layer after the missed block (0 disables)', def: e.layerReadAheadBytes, parse: parseBytes, shown: `${e.layerReadAheadBytes / 1024 / 1024}MiB` },
+  { flag: 'layer_read_behind', key: 'layerReadBehindBytes', help: 'on a read miss, also fetch this much of the layer before the missed block (0 disables)', def: e.layerReadBehindBytes, parse: parseBytes, shown: `${e.layerReadBehindBytes / 1024 / 1024}MiB` },
   { flag: 'max_layer_downloads', key: 'maxLayerDownloads', help: 'background layer downloads at once', def: e.maxLayerDownloads, parse: int },
   {
     flag: 'background_downloads',

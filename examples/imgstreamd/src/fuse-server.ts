@@ -25,6 +25,8 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
     maxContentCacheBytes: config.maxContentCacheBytes,
     maxReadBlocks: config.maxReadBlocks,
     readAheadBytes: config.readAheadBytes,
+    layerReadAheadBytes: config.layerReadAheadBytes,
+    layerReadBehindBytes: config.layerReadBehindBytes,
     maxLayerDownloads: config.maxLayerDownloads,
     gcPeriodMs: config.gcPeriodMs,
     backgroundDownloads: config.backgroundDownloads,

@@ -96,6 +96,10 @@ export const defaults = Object.freeze({
     maxReadBlocks: 2,
     /** Sequential read-ahead window in bytes of file content: 1 MiB (GKE `max_read_ahead`). */
     readAheadBytes: 1024 * 1024,
+    /** After a foreground miss, decoded bytes of the following blocks of the layer fetched too (Nydus `amplify_io`): 4 MiB. */
+    layerReadAheadBytes: 4 * 1024 * 1024,
+    /** After a foreground miss, decoded bytes of the preceding blocks of the layer fetched too: 1 MiB. */
+    layerReadBehindBytes: 1024 * 1024,
     /** Range requests in flight at once across all layers. */
     maxConcurrentFetches: 8,
     /** Time limit of one range request in milliseconds. */

@@ -146,7 +146,7 @@ test('the content cache never exceeds its byte bound and reads stay correct unde
 test('adjacent blocks are coalesced into one request of at most maxReadBlocks blocks; larger reads take rounds', async (t) => {
   const { files, tar, index } = await makeLayer(3);
   const server = await startRangeServer(t, tar);
-  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, maxReadBlocks: 2, readAheadBytes: 0 });
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, maxReadBlocks: 2, readAheadBytes: 0, layerReadAheadBytes: 0, layerReadBehindBytes: 0 });
   t.after(() => fetcher.close());
   const big = files[11]!; // 2 MiB + 123
   const fetches: FetchEvent[] = [];
@@ -168,7 +168,7 @@ test('read-ahead follows sequential reads up to readAheadBytes and stays off for
   const readAhead = 256 * 1024;
   {
     const server = await startRangeServer(t, tar);
-    const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, maxReadBlocks: 2, readAheadBytes: readAhead });
+    const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, maxReadBlocks: 2, readAheadBytes: readAhead, layerReadAheadBytes: 0, layerReadBehindBytes: 0 });
     t.after(() => fetcher.close());
     const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
     let hits = 0;
@@ -188,7 +188,7 @@ test('read-ahead follows sequential reads up to readAheadBytes and stays off for
   }
   {
     const server = await startRangeServer(t, tar);
-    const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, readAheadBytes: readAhead });
+    const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, readAheadBytes: readAhead, layerReadAheadBytes: 0, layerReadBehindBytes: 0 });
     t.after(() => fetcher.close());
     const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
     const rand = rng(9);
@@ -373,4 +373,32 @@ test('local reads of a complete layer never leave its directory', async (t) => {
     await assert.rejects(fetcher.read(layer, { size: 5, path, extents: [] }, 0, 5), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.UNSAFE_PATH, path);
   }
   assert.equal(server.requests.length, 0);
+});
+
+test('a foreground miss also fetches the blocks around it in the layer (layerReadAheadBytes / layerReadBehindBytes) at prefetch priority; the next file is then a hit', async (t) => {
+  const { files, tar, index } = await makeLayer(7);
+  const server = await startRangeServer(t, tar);
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, maxReadBlocks: 2, readAheadBytes: 0, layerReadAheadBytes: 3 * BLOCK, layerReadBehindBytes: BLOCK });
+  t.after(() => fetcher.close());
+  const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
+  const fetches: FetchEvent[] = [];
+  fetcher.on('fetch', (e) => fetches.push(e));
+  // f13 (777_777 bytes) lies in the middle of the layer; read 4 KiB of it
+  const mid = file(index, files[13]!.path);
+  const touched = mid.extents!.filter((e) => e.fileOffset < 3 * BLOCK + 4096 && e.fileOffset + e.length > 3 * BLOCK).map((e) => e.block);
+  const [first, last] = [Math.min(...touched), Math.max(...touched)];
+  const got = await fetcher.read(layer, mid, 3 * BLOCK, 4096);
+  assert.deepEqual(Buffer.from(got), Buffer.from(files[13]!.content.subarray(3 * BLOCK, 3 * BLOCK + 4096)));
+  while (fetcher.inflightFetches > 0) await new Promise((r) => setTimeout(r, 5));
+  const around = fetches.filter((f) => f.priority === 'prefetch').flatMap((f) => Array.from({ length: f.blockCount }, (_, i) => f.firstBlock + i));
+  assert.deepEqual(around.sort((a, b) => a - b), [first - 1, last + 1, last + 2, last + 3]);
+  assert.ok(fetches.filter((f) => f.priority === 'prefetch').every((f) => f.blockCount <= 2), 'requests of at most maxReadBlocks blocks');
+  // reads of those blocks are hits: no new request
+  const before = server.requests.length;
+  const again = await fetcher.read(layer, mid, 4 * BLOCK, 2 * BLOCK);
+  assert.deepEqual(Buffer.from(again), Buffer.from(files[13]!.content.subarray(4 * BLOCK, 6 * BLOCK)));
+  assert.equal(server.requests.length, before);
+  // hits never trigger more read-around
+  assert.equal(fetcher.inflightFetches, 0);
+  assert.throws(() => new BlockFetcher({ layerReadAheadBytes: -1 }), /layerReadAheadBytes/);
 });

@@ -48,6 +48,16 @@ export interface BlockFetcherOptions {
   maxReadBlocks?: number;
   /** Bytes of file content fetched ahead of sequential reads. 0 disables read-ahead. Default 1 MiB. */
   readAheadBytes?: number;
+  /**
+   * On a foreground cache miss, the blocks that follow the missed ones in the layer blob are
+   * fetched too, up to this many decoded bytes, at prefetch priority (like Nydus' `amplify_io`):
+   * a container's start-up reads files that lie close together in the layer (a package's modules
+   * are neighbours in the tar), so the next miss is often already on its way. 0 disables it.
+   * Default `defaults.engine.layerReadAheadBytes` (4 MiB). Costs bandwidth for blocks never read.
+   */
+  layerReadAheadBytes?: number;
+  /** Like `layerReadAheadBytes`, for the blocks just before the missed ones. Default `defaults.engine.layerReadBehindBytes` (1 MiB). */
+  layerReadBehindBytes?: number;
   /** The request scheduler, shared with the layer downloader so downloads yield to reads. Default: a new one. */
   scheduler?: FetchScheduler;
   /** Range requests at once when `scheduler` is not given. Default 8. */
@@ -142,6 +152,8 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
   readonly scheduler: FetchScheduler;
   readonly maxReadBlocks: number;
   readonly readAheadBytes: number;
+  readonly layerReadAheadBytes: number;
+  readonly layerReadBehindBytes: number;
   readonly fetchTimeoutMs: number;
   readonly fetchRetries: number;
   readonly retryBaseDelayMs: number;
@@ -158,6 +170,8 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
     this.scheduler = options.scheduler ?? new FetchScheduler({ maxConcurrentFetches: options.maxConcurrentFetches ?? defaults.engine.maxConcurrentFetches });
     this.maxReadBlocks = positiveInt('maxReadBlocks', options.maxReadBlocks ?? defaults.engine.maxReadBlocks);
     this.readAheadBytes = nonNegativeInt('readAheadBytes', options.readAheadBytes ?? defaults.engine.readAheadBytes);
+    this.layerReadAheadBytes = nonNegativeInt('layerReadAheadBytes', options.layerReadAheadBytes ?? defaults.engine.layerReadAheadBytes);
+    this.layerReadBehindBytes = nonNegativeInt('layerReadBehindBytes', options.layerReadBehindBytes ?? defaults.engine.layerReadBehindBytes);
     this.fetchTimeoutMs = positiveInt('fetchTimeoutMs', options.fetchTimeoutMs ?? defaults.engine.fetchTimeoutMs);
     this.fetchRetries = nonNegativeInt('fetchRetries', options.fetchRetries ?? defaults.engine.fetchRetries);
     this.retryBaseDelayMs = nonNegativeInt('retryBaseDelayMs', options.retryBaseDelayMs ?? defaults.engine.retryBaseDelayMs);
@@ -211,7 +225,9 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
     const counts = { hits: 0, misses: 0 };
     for (let i = 0; i < blocks.length; i += this.maxReadBlocks) {
       const round = blocks.slice(i, i + this.maxReadBlocks);
+      const missesBefore = counts.misses;
       const data = await this.#getBlocks(layer, round, priority, signal, counts);
+      if (priority === 'foreground' && counts.misses > missesBefore) this.#layerReadAround(layer, round);
       for (const p of round.flatMap((b) => byBlock.get(b)!)) {
         const bytes = data.get(p.block)!;
         const src = p.blockOffset;
@@ -425,6 +441,29 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
         throw new ImgstreamError(ErrorCode.TIMEOUT, `range request timed out after ${this.fetchTimeoutMs} ms`, { digest, range: { offset, length }, cause: err });
       }
       throw err;
+    }
+  }
+
+  /**
+   * After a foreground miss: fetches the blocks around the missed ones in the blob (up to
+   * `layerReadAheadBytes` after and `layerReadBehindBytes` before) at prefetch priority, in
+   * requests of at most `maxReadBlocks` blocks, unless the scheduler is nearly full.
+   */
+  #layerReadAround(layer: FetchLayer, round: readonly number[]): void {
+    const { index } = layer;
+    const digest = index.layerDigest;
+    if (this.scheduler.running >= this.scheduler.maxConcurrentFetches - 1) return;
+    const wanted: number[] = [];
+    const take = (from: number, step: 1 | -1, budget: number): void => {
+      for (let b = from; budget > 0 && b >= 0 && b < index.blocks.length; b += step) {
+        budget -= index.blocks[b]!.uncompressedSize;
+        if (!this.contentCache.has(digest, b) && !this.#inflight.has(blockKey(digest, b))) wanted.push(b);
+      }
+    };
+    take(Math.max(...round) + 1, 1, this.layerReadAheadBytes);
+    take(Math.min(...round) - 1, -1, this.layerReadBehindBytes);
+    for (const run of coalesce(index, wanted)) {
+      for (let i = 0; i < run.length; i += this.maxReadBlocks) this.#startWork(layer, run.slice(i, i + this.maxReadBlocks), 'prefetch', true);
     }
   }
 

@@ -27,6 +27,10 @@ export interface ImageStreamerOptions {
   maxReadBlocks?: number;
   /** Sequential read-ahead in bytes. Default `defaults.engine.readAheadBytes` (1 MiB). */
   readAheadBytes?: number;
+  /** Decoded bytes of the following blocks of a layer fetched with a foreground miss. Default `defaults.engine.layerReadAheadBytes` (4 MiB). */
+  layerReadAheadBytes?: number;
+  /** Decoded bytes of the preceding blocks of a layer fetched with a foreground miss. Default `defaults.engine.layerReadBehindBytes` (1 MiB). */
+  layerReadBehindBytes?: number;
   /** Range requests in flight across reads and downloads. Default `defaults.engine.maxConcurrentFetches` (8). */
   maxConcurrentFetches?: number;
   /** Whole-layer background downloads at once. Default `defaults.engine.maxLayerDownloads` (3). */
@@ -154,6 +158,8 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
       maxContentCacheBytes: options.maxContentCacheBytes ?? defaults.engine.maxContentCacheBytes,
       maxReadBlocks: options.maxReadBlocks ?? defaults.engine.maxReadBlocks,
       readAheadBytes: options.readAheadBytes ?? defaults.engine.readAheadBytes,
+      layerReadAheadBytes: options.layerReadAheadBytes ?? defaults.engine.layerReadAheadBytes,
+      layerReadBehindBytes: options.layerReadBehindBytes ?? defaults.engine.layerReadBehindBytes,
     });
     this.downloader = new LayerDownloader({
       layerCache: this.layerCache,
