@@ -61,8 +61,14 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
   // IMGSTREAMD_LOG=FILE keeps the daemon's whole log (appended), for diagnosis
   const logFile = process.env.IMGSTREAMD_LOG !== undefined && process.env.IMGSTREAMD_LOG !== '' ? createWriteStream(process.env.IMGSTREAMD_LOG, { flags: 'a' }) : undefined;
   if (logFile !== undefined) ctx.cleanup.after(() => new Promise<void>((resolve) => logFile.end(() => resolve())));
+  // the 'layer download started' / 'layer downloaded' records, for the download time
+  let fullLog = '';
+  let partial = '';
   child.stderr!.on('data', (b: Buffer) => {
     logFile?.write(b);
+    const lines = (partial + b.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) if (line.includes('"layer download')) fullLog += `${line}\n`;
     log = (log + b.toString()).slice(-20_000);
   });
   ctx.cleanup.after(() => stopChild(child, 20_000));
@@ -116,6 +122,21 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
         await sleep(200);
       }
       await stopChild(child, 20_000);
+      // first background byte to the last layer complete (JSON log records carry `time`, ms)
+      let first = Number.POSITIVE_INFINITY;
+      let last = Number.NEGATIVE_INFINITY;
+      for (const line of fullLog.split('\n')) {
+        if (!line.startsWith('{')) continue;
+        try {
+          const r = JSON.parse(line) as { msg?: string; time?: number };
+          if (typeof r.time !== 'number') continue;
+          if (r.msg === 'layer download started') first = Math.min(first, r.time);
+          if (r.msg?.startsWith('layer downloaded') === true) last = Math.max(last, r.time);
+        } catch {
+          // a partial line
+        }
+      }
+      return Number.isFinite(first) && Number.isFinite(last) && last >= first ? { downloadMs: last - first } : {};
     },
   };
 }

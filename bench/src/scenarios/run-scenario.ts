@@ -159,6 +159,9 @@ async function runImgstream(ctx: ScenarioContext, start: StartImgstreamDaemon, s
     const rss: Record<string, number> = { containerd: await peakRss(ctd.pid), 'ctr pull': pull.maxRssBytes };
     for (const pid of daemon.pids()) rss[`imgstreamd[${pid}]`] = await peakRss(pid);
     const ds = await daemon.stats?.();
+    // stopping waits for the background downloads; their duration is part of the result
+    const stopped = await daemon.stop();
+    const downloadMs = stopped?.downloadMs;
     return {
       pullMs: pull.exitMs,
       readyMs: runRes.markMs,
@@ -167,6 +170,7 @@ async function runImgstream(ctx: ScenarioContext, start: StartImgstreamDaemon, s
       lastByteMs: stats.lastDownstreamMs === null ? null : stats.lastDownstreamMs - (t0 - resetAt),
       peakRssBytes: rss,
       ...(ds === undefined ? {} : { onDemandBytes: ds.onDemandBytes, backgroundBytes: ds.backgroundBytes }),
+      ...(downloadMs === undefined ? {} : { downloadMs }),
       output: runRes.stdout.trim().slice(0, 200),
     };
   } finally {

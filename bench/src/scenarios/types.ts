@@ -37,6 +37,11 @@ export interface RunResult {
   lastByteMs: number | null;
   /** Peak RSS per process of interest, bytes. */
   peakRssBytes: Record<string, number>;
+  /**
+   * imgstream: the background download of every layer, from its first byte to the last layer
+   * unpacked and complete in the local layer cache, ms (compare with the full pull's `pullMs`).
+   */
+  downloadMs?: number;
   /** On-demand vs background bytes, when the daemon reports them. */
   onDemandBytes?: number;
   backgroundBytes?: number;
@@ -69,7 +74,7 @@ export interface ImgstreamDaemon {
   stats?(): Promise<{ onDemandBytes: number; backgroundBytes: number }>;
   /** Argv (after `ctr`/`ctr-remote -a ADDR -n NS`) that pulls lazily; default `ctr-remote images rpull`. */
   pullArgs?(ref: string): { binary: string; args: string[] };
-  stop(): Promise<void>;
+  stop(): Promise<void | { downloadMs?: number }>;
 }
 
 /**

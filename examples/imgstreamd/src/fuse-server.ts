@@ -70,6 +70,12 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
       void recorded.then(() => fs.listLayers().includes(e.layerDigest) && fs.setLayerLocalDir(e.layerDigest, e.dir));
     }
   });
+  const downloading = new Set<string>();
+  streamer.on('download-bytes', (e) => {
+    if (downloading.has(e.layerDigest)) return;
+    downloading.add(e.layerDigest);
+    log.info({ layer: e.layerDigest }, 'layer download started');
+  });
   streamer.on('download-failed', (e) => log.warn({ layer: e.layerDigest, err: String((e.error as Error)?.message ?? e.error) }, 'background download failed; reads keep streaming'));
   streamer.on('gc', (r) => r.removed.length > 0 && log.info({ removed: r.removed }, 'garbage collection removed layers'));
   streamer.on('error', (err) => log.error({ err: String(err) }, 'engine error'));

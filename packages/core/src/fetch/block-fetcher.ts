@@ -138,6 +138,12 @@ interface StreamState {
 }
 
 const MAX_STREAMS = 4096;
+/**
+ * Read-around requests in flight at once: they share the link with the foreground reads they
+ * serve, so a few large ones, not a flood (on a 200 Mbit/s link six at once tripled the latency
+ * of the foreground misses).
+ */
+const MAX_READ_AROUND_REQUESTS = 2;
 const MAX_SAFE_PATHS = 16_384;
 const fetchChannel = channel('core:fetch');
 
@@ -163,6 +169,8 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
   readonly #streams = new Map<string, StreamState>();
   readonly #safeLocalPaths = new Set<string>();
   #closed = false;
+  /** Read-around requests in flight. */
+  #aroundInflight = 0;
 
   constructor(options: BlockFetcherOptions = {}) {
     super();
@@ -365,7 +373,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
   }
 
   /** Starts one coalesced range request for `run` (adjacent blocks) and registers it in flight. */
-  #startWork(layer: FetchLayer, run: readonly number[], priority: FetchPriority, detached: boolean): void {
+  #startWork(layer: FetchLayer, run: readonly number[], priority: FetchPriority, detached: boolean): Promise<unknown> {
     const digest = layer.index.layerDigest;
     const work: Work = { controller: new AbortController(), ticket: { priority }, waiters: detached ? 1 : 0, settled: false, keys: run.map((b) => blockKey(digest, b)) };
     this.#works.add(work);
@@ -380,6 +388,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
       promise.catch(() => {});
       this.#inflight.set(work.keys[i]!, { work, promise });
     });
+    return all.catch(() => undefined);
   }
 
   async #fetchRun(layer: FetchLayer, run: readonly number[], ticket: FetchTicket, signal: AbortSignal): Promise<Uint8Array[]> {
@@ -452,7 +461,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
   #layerReadAround(layer: FetchLayer, round: readonly number[]): void {
     const { index } = layer;
     const digest = index.layerDigest;
-    if (this.scheduler.running >= this.scheduler.maxConcurrentFetches - 1) return;
+    if (this.scheduler.running >= this.scheduler.maxConcurrentFetches - 1 || this.#aroundInflight >= MAX_READ_AROUND_REQUESTS) return;
     const wanted: number[] = [];
     const take = (from: number, step: 1 | -1, budget: number): void => {
       for (let b = from; budget > 0 && b >= 0 && b < index.blocks.length; b += step) {
@@ -463,7 +472,11 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
     take(Math.max(...round) + 1, 1, this.layerReadAheadBytes);
     take(Math.min(...round) - 1, -1, this.layerReadBehindBytes);
     for (const run of coalesce(index, wanted)) {
-      for (let i = 0; i < run.length; i += this.maxReadBlocks) this.#startWork(layer, run.slice(i, i + this.maxReadBlocks), 'prefetch', true);
+      for (let i = 0; i < run.length; i += this.maxReadBlocks) {
+        if (this.#aroundInflight >= MAX_READ_AROUND_REQUESTS) return;
+        this.#aroundInflight++;
+        this.#startWork(layer, run.slice(i, i + this.maxReadBlocks), 'prefetch', true).finally(() => this.#aroundInflight--);
+      }
     }
   }
 
