@@ -85,3 +85,17 @@ test('bad silence options are refused naming the option', () => {
   assert.throws(() => new FetchScheduler({ backgroundSilenceMs: -1 }), (e) => isImgstreamError(e, ErrorCode.INVALID_OPTION) && /backgroundSilenceMs/.test(String(e)));
   assert.throws(() => new FetchScheduler({ backgroundMaxDeferMs: 1.5 }), (e) => isImgstreamError(e, ErrorCode.INVALID_OPTION) && /backgroundMaxDeferMs/.test(String(e)));
 });
+
+test('touch() (a read served from memory) counts as activity for the silence', async () => {
+  const s = new FetchScheduler({ backgroundSilenceMs: 200, backgroundMaxDeferMs: 60_000 });
+  await s.run('foreground', async () => undefined);
+  let startedAt: number | undefined;
+  const bg = s.run('background', async () => {
+    startedAt = performance.now();
+  });
+  await sleep(120);
+  s.touch();
+  const touchedAt = performance.now();
+  await bg;
+  assert.ok(startedAt! - touchedAt >= 190, `started ${startedAt! - touchedAt} ms after the touch`);
+});

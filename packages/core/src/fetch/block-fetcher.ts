@@ -246,6 +246,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
       }
     }
 
+    if (priority === 'foreground') this.scheduler.touch();
     if (priority !== 'background') this.#readAhead(layer, file, offset, end);
     this.#emitRead({ layerDigest: digest, path: file.path, offset, bytes: out.byteLength, latencyMs: performance.now() - started, priority, local: false, cacheHits: counts.hits, cacheMisses: counts.misses });
     return out;

@@ -89,7 +89,16 @@ export class FetchScheduler {
     return this.foregroundActive > 0 || this.#busyRunning > 0 || this.#queues.prefetch.length > 0;
   }
 
-  /** When the last foreground or prefetch request started or ended (`performance.now()` ms; -Infinity before the first). */
+  /**
+   * Records foreground activity that needed no request (a read served from the content cache):
+   * it counts like a request for the background silence, so downloads wait while a container that
+   * found its blocks prefetched is still starting.
+   */
+  touch(): void {
+    this.#lastBusyMs = this.#now();
+  }
+
+  /** When the last foreground or prefetch request started or ended, or {@link touch} was called (`performance.now()` ms; -Infinity before the first). */
   get lastBusyMs(): number {
     return this.#lastBusyMs;
   }
