@@ -120,6 +120,11 @@ export const defaults = Object.freeze({
     downloadMaxDeferMs: 15_000,
     /** Size of one range request of a background layer download: 8 MiB. */
     downloadChunkBytes: 8 * 1024 * 1024,
+    /**
+     * Layer downloads gunzip, hash, parse and unpack in a worker thread, off the event loop that
+     * answers FUSE reads (`LayerDownloaderOptions.unpackInWorker`).
+     */
+    unpackInWorker: true,
     /** Local layer cache directory (GKE `layer_cache_dir`). */
     layerCacheDir: '/var/lib/imgstream/layers',
     /** Images-in-use database file (GKE `images_in_use_db_path`). */

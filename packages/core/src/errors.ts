@@ -78,7 +78,7 @@ export const ErrorCode = Object.freeze({
   KUBERNETES_API: 'IMGSTREAM_KUBERNETES_API',
   /** A layer entry would be written outside the layer directory (`..`, absolute path, through a symlink). */
   UNSAFE_PATH: 'IMGSTREAM_UNSAFE_PATH',
-  /** A helper program (mknod, setfattr, sync) failed or is missing. */
+  /** A helper program (mknod, setfattr, sync) or a layer download's unpack worker thread failed or is missing. */
   TOOL_FAILED: 'IMGSTREAM_TOOL_FAILED',
 });
 

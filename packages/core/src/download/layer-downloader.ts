@@ -1,18 +1,17 @@
 import { mkdir } from 'node:fs/promises';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
+import type { Readable } from 'node:stream';
 import { EventEmitter } from 'eventemitter3';
 import type { RangeReader } from '../blob.js';
 import type { LayerCache } from '../cache/layer-cache.js';
 import { defaults } from '../defaults.js';
 import { channel, publish } from '../diagnostics.js';
-import { Digester, digestMismatch, type Digest } from '../digest.js';
+import { digestMismatch, type Digest } from '../digest.js';
 import { ErrorCode, ImgstreamError, invalidOption, isImgstreamError } from '../errors.js';
 import { delay } from '../fetch/delay.js';
 import { FetchScheduler } from '../fetch/fetch-scheduler.js';
-import { mapFsError, unpackLayer } from './layer-unpacker.js';
-import { coreTarExtractor } from './core-tar-entries.js';
+import { mapFsError } from './layer-unpacker.js';
+import { unpackLayerBlob, type LayerBlobUnpackOptions } from './unpack-pipeline.js';
+import { unpackLayerBlobInWorker } from './unpack-worker-client.js';
 
 /** Opens the layer blob from `offset` on (so a broken stream can be resumed). */
 export type LayerStreamOpener = (offset: number, options: { signal: AbortSignal }) => AsyncIterable<Uint8Array> | Readable;
@@ -43,6 +42,16 @@ export interface LayerDownloaderOptions {
   fetchRetries?: number;
   /** First retry delay in milliseconds, doubling. Default 100. */
   retryBaseDelayMs?: number;
+  /**
+   * Where the CPU- and syscall-heavy part of a download runs: gunzip, the sha256 of the blob and of
+   * the tar (diff ID), tar parsing and the file system calls of the unpack. `true`: in a
+   * `node:worker_threads` worker, one per running download (at most `maxLayerDownloads`, each a few
+   * MiB of heap plus at most 16 MiB of compressed bytes in flight), so the event loop, which may
+   * also answer FUSE reads, only fetches the bytes and hands them over. `false`: on the calling
+   * thread. Errors, events and guarantees are the same either way.
+   * Default `defaults.engine.unpackInWorker` (true).
+   */
+  unpackInWorker?: boolean;
 }
 
 export interface LayerDownloadProgress {
@@ -83,7 +92,10 @@ export class LayerDownloader extends EventEmitter<LayerDownloaderEvents> {
   readonly downloadChunkBytes: number;
   readonly fetchRetries: number;
   readonly retryBaseDelayMs: number;
+  readonly unpackInWorker: boolean;
   readonly #jobs = new Map<Digest, Job>();
+  /** Every download still running, also those no longer wanted (they may still be stopping). */
+  readonly #running = new Set<Promise<string>>();
   #active = 0;
   readonly #queue: Array<() => void> = [];
   #closed = false;
@@ -97,6 +109,8 @@ export class LayerDownloader extends EventEmitter<LayerDownloaderEvents> {
     this.downloadChunkBytes = int('downloadChunkBytes', options.downloadChunkBytes ?? defaults.engine.downloadChunkBytes, 1);
     this.fetchRetries = int('fetchRetries', options.fetchRetries ?? defaults.engine.fetchRetries, 0);
     this.retryBaseDelayMs = int('retryBaseDelayMs', options.retryBaseDelayMs ?? defaults.engine.retryBaseDelayMs, 0);
+    this.unpackInWorker = options.unpackInWorker ?? defaults.engine.unpackInWorker;
+    if (typeof this.unpackInWorker !== 'boolean') throw invalidOption('unpackInWorker', 'must be a boolean');
   }
 
   /** Layers being downloaded or queued. */
@@ -117,7 +131,9 @@ export class LayerDownloader extends EventEmitter<LayerDownloaderEvents> {
         job!.settled = true;
         if (this.#jobs.get(request.digest) === job) this.#jobs.delete(request.digest);
       });
-      promise.catch(() => {});
+      this.#running.add(promise);
+      const forget = (): void => void this.#running.delete(promise);
+      promise.then(forget, forget);
       job = { controller, waiters: 0, settled: false, promise };
       this.#jobs.set(request.digest, job);
     }
@@ -153,12 +169,17 @@ export class LayerDownloader extends EventEmitter<LayerDownloaderEvents> {
     });
   }
 
-  /** Cancels every download. Idempotent. */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    const reason = new ImgstreamError(ErrorCode.CLOSED, 'layer downloader closed');
-    for (const job of this.#jobs.values()) job.controller.abort(reason);
+  /**
+   * Cancels every download. Idempotent. The promise resolves once every download has stopped: its
+   * unpack worker has exited and its staging directory is removed.
+   */
+  close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      const reason = new ImgstreamError(ErrorCode.CLOSED, 'layer downloader closed');
+      for (const job of this.#jobs.values()) job.controller.abort(reason);
+    }
+    return Promise.allSettled([...this.#running]).then(() => {});
   }
 
   async #slot(signal: AbortSignal): Promise<() => void> {
@@ -217,35 +238,17 @@ export class LayerDownloader extends EventEmitter<LayerDownloaderEvents> {
   async #fetchAndUnpack(request: LayerDownloadRequest, root: string, scratchDir: string, signal: AbortSignal): Promise<{ totalBytes: number; diffId: Digest }> {
     await mkdir(root);
     const counter = { bytes: 0 };
-    const compressed = Readable.from(this.#blobBytes(request, signal, counter), { objectMode: false, highWaterMark: 1 });
-    const head = await peek(compressed);
-    const gzip = head.byteLength >= 2 && head[0] === 0x1f && head[1] === 0x8b;
-    const diffDigester = new Digester();
-    const tap = new Transform({
-      transform(chunk: Buffer, _enc, cb: TransformCallback) {
-        diffDigester.update(chunk);
-        cb(null, chunk);
-      },
-    });
-    const { writable, entries } = coreTarExtractor();
-    const stages = gzip ? [compressed, createGunzip(), tap, writable] : [compressed, tap, writable];
-    const piping = (pipeline as (...s: unknown[]) => Promise<void>)(...stages, { signal });
-    const unpacking = unpackLayer(entries, root, { signal, scratchDir }).catch((err: unknown) => {
-      (writable as unknown as { destroy(e?: unknown): void }).destroy(err);
-      throw err;
-    });
-    const [p, u] = await Promise.allSettled([piping, unpacking]);
-    if (u.status === 'rejected' && isImgstreamError(u.reason)) throw u.reason;
-    if (p.status === 'rejected') throw gzipError(p.reason, request.digest);
-    if (u.status === 'rejected') throw u.reason;
-    const diffId = diffDigester.digest();
-    if (request.diffId !== undefined && diffId !== request.diffId) throw digestMismatch(request.diffId, diffId, `uncompressed layer ${request.digest} (diff ID)`);
-    return { totalBytes: counter.bytes, diffId };
+    const blob = this.#blobBytes(request, signal, counter);
+    const options: LayerBlobUnpackOptions = { digest: request.digest, ...(request.diffId !== undefined ? { diffId: request.diffId } : {}), root, scratchDir, signal };
+    const result = this.unpackInWorker ? await unpackLayerBlobInWorker(blob, options) : await unpackLayerBlob(blob, options);
+    // the pipeline verified both; checked here too, so nothing unverified is committed whatever ran it
+    if (result.digest !== request.digest) throw digestMismatch(request.digest, result.digest, `layer blob`);
+    if (request.diffId !== undefined && result.diffId !== request.diffId) throw digestMismatch(request.diffId, result.diffId, `uncompressed layer ${request.digest} (diff ID)`);
+    return { totalBytes: counter.bytes, diffId: result.diffId };
   }
 
-  /** The compressed bytes of the blob, verified against its digest at the end; resumes after faults. */
+  /** The compressed bytes of the blob (the unpack pipeline verifies them against the digest); resumes after faults. */
   async *#blobBytes(request: LayerDownloadRequest, signal: AbortSignal, counter: { bytes: number }): AsyncGenerator<Uint8Array> {
-    const digester = new Digester();
     const { source, digest } = request;
     let offset = 0;
     if (typeof source !== 'function') {
@@ -262,7 +265,6 @@ export class LayerDownloader extends EventEmitter<LayerDownloaderEvents> {
           }
           return data;
         }, signal);
-        digester.update(chunk);
         offset += chunk.byteLength;
         counter.bytes = offset;
         this.emit('progress', { digest, bytes: offset, totalBytes: size });
@@ -275,7 +277,6 @@ export class LayerDownloader extends EventEmitter<LayerDownloaderEvents> {
           for await (const raw of source(offset, { signal })) {
             const chunk = typeof raw === 'string' ? Buffer.from(raw) : (raw as Uint8Array);
             if (this.scheduler.foregroundActive > 0) await this.#yieldToForeground(signal);
-            digester.update(chunk);
             offset += chunk.byteLength;
             counter.bytes = offset;
             attempt = 0;
@@ -294,8 +295,6 @@ export class LayerDownloader extends EventEmitter<LayerDownloaderEvents> {
         throw new ImgstreamError(ErrorCode.REGISTRY_PROTOCOL, `blob ${digest} ended after ${offset} bytes, expected ${request.size}`, { digest });
       }
     }
-    const actual = digester.digest();
-    if (actual !== digest) throw digestMismatch(digest, actual, `layer blob`);
   }
 
   /** Pauses a streamed download while foreground reads run, for at most 20 ms per chunk (no starvation). */
@@ -332,44 +331,6 @@ function wrap(err: unknown, digest: Digest, offset: number): ImgstreamError {
   if (isImgstreamError(err)) return err;
   const message = err instanceof Error ? err.message : String(err);
   return new ImgstreamError(ErrorCode.REGISTRY_UNAVAILABLE, `download of ${digest} failed at byte ${offset}: ${message}`, { digest, cause: err });
-}
-
-function gzipError(err: unknown, digest: Digest): unknown {
-  if (isImgstreamError(err)) return err;
-  const code = (err as { code?: unknown })?.code;
-  if (typeof code === 'string' && code.startsWith('Z_')) {
-    return new ImgstreamError(ErrorCode.CORRUPT_DATA, `layer ${digest} is not valid gzip: ${(err as Error).message}`, { digest, cause: err });
-  }
-  return err;
-}
-
-/** Reads the first chunk and puts it back, to sniff the compression. */
-async function peek(stream: Readable): Promise<Uint8Array> {
-  return new Promise((resolve, reject) => {
-    const onReadable = (): void => {
-      const chunk = stream.read() as Buffer | null;
-      if (chunk === null) return;
-      cleanup();
-      stream.unshift(chunk);
-      resolve(chunk);
-    };
-    const onEnd = (): void => {
-      cleanup();
-      resolve(new Uint8Array(0));
-    };
-    const onError = (err: unknown): void => {
-      cleanup();
-      reject(err);
-    };
-    const cleanup = (): void => {
-      stream.off('readable', onReadable);
-      stream.off('end', onEnd);
-      stream.off('error', onError);
-    };
-    stream.on('readable', onReadable);
-    stream.on('end', onEnd);
-    stream.on('error', onError);
-  });
 }
 
 function int(name: string, value: number, min: number): number {
