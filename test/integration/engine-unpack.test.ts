@@ -60,66 +60,69 @@ function xattrs(path: string): Record<string, string> {
   return map;
 }
 
-test('a gzip layer is verified and unpacked as an overlayfs lowerdir: modes, owners, times, xattrs, links, devices, whiteouts', async (t) => {
-  const fx = await layerFixture();
-  const server = await startRangeServer(t, fx.blob);
-  const cacheDir = await tempDir(t);
-  const layerCache = new LayerCache({ layerCacheDir: cacheDir });
-  const downloader = new LayerDownloader({ layerCache });
-  t.after(() => downloader.close());
-  const completes: string[] = [];
-  layerCache.on('complete', (e) => completes.push(e.dir));
-  const dir = await downloader.download({ digest: fx.digest, diffId: fx.diffId, size: fx.blob.byteLength, source: httpStreamOpener(server.url) });
-  assert.deepEqual(completes, [dir]);
-  assert.equal(layerCache.record(fx.digest)?.diffId, fx.diffId);
+// unpackInWorker (the default) and on the calling thread: the same layer, errors and clean-up
+for (const unpackInWorker of [true, false]) {
+  test(`a gzip layer is verified and unpacked as an overlayfs lowerdir: modes, owners, times, xattrs, links, devices, whiteouts (unpackInWorker: ${unpackInWorker})`, async (t) => {
+    const fx = await layerFixture();
+    const server = await startRangeServer(t, fx.blob);
+    const cacheDir = await tempDir(t);
+    const layerCache = new LayerCache({ layerCacheDir: cacheDir });
+    const downloader = new LayerDownloader({ layerCache, unpackInWorker });
+    t.after(() => downloader.close());
+    const completes: string[] = [];
+    layerCache.on('complete', (e) => completes.push(e.dir));
+    const dir = await downloader.download({ digest: fx.digest, diffId: fx.diffId, size: fx.blob.byteLength, source: httpStreamOpener(server.url) });
+    assert.deepEqual(completes, [dir]);
+    assert.equal(layerCache.record(fx.digest)?.diffId, fx.diffId);
 
-  const st = async (p: string) => lstat(join(dir, p));
-  assert.equal((await readFile(join(dir, 'etc/passwd'), 'utf8')), 'root:x:0:0::/root:/bin/sh\n');
-  assert.equal((await st('etc/passwd')).mtimeMs, 1_651_000_000_000);
-  assert.equal((await st('usr/bin/su')).mode & 0o7777, 0o4755);
-  assert.equal((await st('tmp')).mode & 0o7777, 0o1777);
-  assert.equal((await st('tmp')).mtimeMs, T * 1000);
-  const home = await st('home/user');
-  assert.deepEqual([home.mode & 0o7777, home.uid, home.gid], [0o700, 1000, 1000]);
-  const notes = await st('home/user/notes');
-  assert.deepEqual([notes.mode & 0o7777, notes.uid, notes.gid], [0o2640, 1000, 1001]);
-  assert.equal((await st('usr/bin/su')).ino, (await st('usr/bin/su-link')).ino, 'hard link shares the inode');
-  assert.equal(await readlink(join(dir, 'bin/sh')), 'busybox');
-  assert.equal((await st('bin/sh')).mtimeMs, T * 1000);
-  const x = xattrs(join(dir, 'bin/busybox'));
-  assert.equal(x['user.comment'], '0x' + Buffer.from('hello world').toString('hex'));
-  assert.equal(x['trusted.bin'], '0x' + binary.toString('hex'));
-  const nul = await st('dev/null');
-  assert.ok(nul.isCharacterDevice());
-  assert.equal(nul.rdev, (1 << 8) | 3);
-  assert.equal(nul.mode & 0o7777, 0o666);
-  const loop = await st('dev/loop9');
-  assert.ok(loop.isBlockDevice());
-  assert.equal(loop.rdev, (7 << 8) | 9);
-  assert.equal(loop.gid, 6);
-  assert.ok((await st('run/fifo')).isFIFO());
-  for (const w of ['var/old', 'var/gone']) {
-    const s = await st(w);
-    assert.ok(s.isCharacterDevice(), `${w} is a whiteout`);
-    assert.equal(s.rdev, 0);
-  }
-  assert.deepEqual((await readdir(join(dir, 'var'))).sort(), ['gone', 'old'], 'no .wh. names remain');
-  assert.equal(xattrs(join(dir, 'opt'))['trusted.overlay.opaque'], '0x79');
-  assert.deepEqual(await readdir(join(dir, 'opt')), ['keep']);
-  assert.equal(Buffer.compare(await readFile(join(dir, 'big/data')), Buffer.from((ENTRIES.at(-1) as { content: Uint8Array }).content)), 0);
-  assert.deepEqual(await readdir(join(cacheDir, '.staging')), [], 'staging is empty');
+    const st = async (p: string) => lstat(join(dir, p));
+    assert.equal((await readFile(join(dir, 'etc/passwd'), 'utf8')), 'root:x:0:0::/root:/bin/sh\n');
+    assert.equal((await st('etc/passwd')).mtimeMs, 1_651_000_000_000);
+    assert.equal((await st('usr/bin/su')).mode & 0o7777, 0o4755);
+    assert.equal((await st('tmp')).mode & 0o7777, 0o1777);
+    assert.equal((await st('tmp')).mtimeMs, T * 1000);
+    const home = await st('home/user');
+    assert.deepEqual([home.mode & 0o7777, home.uid, home.gid], [0o700, 1000, 1000]);
+    const notes = await st('home/user/notes');
+    assert.deepEqual([notes.mode & 0o7777, notes.uid, notes.gid], [0o2640, 1000, 1001]);
+    assert.equal((await st('usr/bin/su')).ino, (await st('usr/bin/su-link')).ino, 'hard link shares the inode');
+    assert.equal(await readlink(join(dir, 'bin/sh')), 'busybox');
+    assert.equal((await st('bin/sh')).mtimeMs, T * 1000);
+    const x = xattrs(join(dir, 'bin/busybox'));
+    assert.equal(x['user.comment'], '0x' + Buffer.from('hello world').toString('hex'));
+    assert.equal(x['trusted.bin'], '0x' + binary.toString('hex'));
+    const nul = await st('dev/null');
+    assert.ok(nul.isCharacterDevice());
+    assert.equal(nul.rdev, (1 << 8) | 3);
+    assert.equal(nul.mode & 0o7777, 0o666);
+    const loop = await st('dev/loop9');
+    assert.ok(loop.isBlockDevice());
+    assert.equal(loop.rdev, (7 << 8) | 9);
+    assert.equal(loop.gid, 6);
+    assert.ok((await st('run/fifo')).isFIFO());
+    for (const w of ['var/old', 'var/gone']) {
+      const s = await st(w);
+      assert.ok(s.isCharacterDevice(), `${w} is a whiteout`);
+      assert.equal(s.rdev, 0);
+    }
+    assert.deepEqual((await readdir(join(dir, 'var'))).sort(), ['gone', 'old'], 'no .wh. names remain');
+    assert.equal(xattrs(join(dir, 'opt'))['trusted.overlay.opaque'], '0x79');
+    assert.deepEqual(await readdir(join(dir, 'opt')), ['keep']);
+    assert.equal(Buffer.compare(await readFile(join(dir, 'big/data')), Buffer.from((ENTRIES.at(-1) as { content: Uint8Array }).content)), 0);
+    assert.deepEqual(await readdir(join(cacheDir, '.staging')), [], 'staging is empty');
 
-  // the directory really works as an overlayfs lower dir: whiteouts hide, opaque hides
-  const mnt = await tempDir(t);
-  const lower2 = join(mnt, 'lower2');
-  await mkdir(join(lower2, 'var'), { recursive: true });
-  await mkdir(join(lower2, 'opt'), { recursive: true });
-  execFileSync('sh', ['-c', `echo a > ${lower2}/var/old; echo b > ${lower2}/var/stay; echo c > ${lower2}/opt/hidden`]);
-  const merged = await mountOn(t, ['-t', 'overlay', 'overlay', '-o', `lowerdir=${dir}:${lower2}`]);
-  assert.deepEqual((await readdir(join(merged, 'var'))).sort(), ['stay']);
-  assert.deepEqual(await readdir(join(merged, 'opt')), ['keep']);
-  assert.equal(await readFile(join(merged, 'etc/passwd'), 'utf8'), 'root:x:0:0::/root:/bin/sh\n');
-});
+    // the directory really works as an overlayfs lower dir: whiteouts hide, opaque hides
+    const mnt = await tempDir(t);
+    const lower2 = join(mnt, 'lower2');
+    await mkdir(join(lower2, 'var'), { recursive: true });
+    await mkdir(join(lower2, 'opt'), { recursive: true });
+    execFileSync('sh', ['-c', `echo a > ${lower2}/var/old; echo b > ${lower2}/var/stay; echo c > ${lower2}/opt/hidden`]);
+    const merged = await mountOn(t, ['-t', 'overlay', 'overlay', '-o', `lowerdir=${dir}:${lower2}`]);
+    assert.deepEqual((await readdir(join(merged, 'var'))).sort(), ['stay']);
+    assert.deepEqual(await readdir(join(merged, 'opt')), ['keep']);
+    assert.equal(await readFile(join(merged, 'etc/passwd'), 'utf8'), 'root:x:0:0::/root:/bin/sh\n');
+  });
+}
 
 test('uncompressed layers, a RangeReader source with faults mid-layer, and range-resume', async (t) => {
   const fx = await layerFixture();
@@ -146,66 +149,68 @@ test('uncompressed layers, a RangeReader source with faults mid-layer, and range
   assert.ok(server2.requests[1]!.start > 0, 'the second request resumed mid-blob');
 });
 
-test('wrong digests, corrupt gzip and unsafe entries fail with codes and leave nothing behind', async (t) => {
-  const cacheDir = await tempDir(t);
-  const layerCache = new LayerCache({ layerCacheDir: cacheDir });
-  const downloader = new LayerDownloader({ layerCache, fetchRetries: 0 });
-  t.after(() => downloader.close());
-  const expectFail = async (blob: Buffer, code: string, extra: { digest?: Digest; diffId?: Digest } = {}) => {
-    const server = await startRangeServer(t, blob);
-    const digest = extra.digest ?? sha256Digest(blob);
-    await assert.rejects(
-      downloader.download({ digest, ...(extra.diffId ? { diffId: extra.diffId } : {}), source: httpRangeReader(server.url, blob.byteLength) }),
-      (e: unknown) => e instanceof ImgstreamError && e.code === code,
-    );
-    assert.equal(layerCache.has(digest), false);
-    assert.deepEqual(await readdir(join(cacheDir, '.staging')), []);
-    assert.deepEqual((await readdir(cacheDir)).filter((n) => n.startsWith('sha256=')), []);
-  };
-  const fx = await layerFixture(ENTRIES.slice(0, 4));
-  await expectFail(fx.blob, ErrorCode.DIGEST_MISMATCH, { digest: sha256Digest('other') });
-  await expectFail(fx.blob, ErrorCode.DIGEST_MISMATCH, { diffId: sha256Digest('other') });
-  const corrupt = Buffer.from(fx.blob);
-  for (const i of [corrupt.byteLength >> 1, (corrupt.byteLength >> 1) + 1]) corrupt[i] = corrupt[i]! ^ 0xff;
-  await expectFail(corrupt, ErrorCode.CORRUPT_DATA);
-  const unsafe: TarEntrySpec[][] = [
-    [{ name: '../evil', type: 'file', content: 'x' }],
-    [{ name: '/abs', type: 'file', content: 'x' }],
-    [{ name: 'a/../../evil', type: 'file', content: 'x' }],
-    [{ name: 'etc', type: 'symlink', target: '/etc' }, { name: 'etc/passwd', type: 'file', content: 'pwned' }],
-    [{ name: 'up', type: 'symlink', target: '..' }, { name: 'up/evil', type: 'file', content: 'x' }],
-    [{ name: 'h', type: 'hardlink', target: '../../etc/shadow' }],
-    [{ name: 'h', type: 'hardlink', target: 'not-there' }],
-    [{ name: 'd', type: 'symlink', target: '/' }, { name: 'd/.wh.etc', type: 'file', content: '' }],
-  ];
-  for (const entries of unsafe) {
-    const tar = Buffer.from(buildTar(entries));
-    await expectFail(tar, ErrorCode.UNSAFE_PATH);
-  }
-});
+for (const unpackInWorker of [true, false]) {
+  test(`wrong digests, corrupt gzip and unsafe entries fail with codes and leave nothing behind (unpackInWorker: ${unpackInWorker})`, async (t) => {
+    const cacheDir = await tempDir(t);
+    const layerCache = new LayerCache({ layerCacheDir: cacheDir });
+    const downloader = new LayerDownloader({ layerCache, fetchRetries: 0, unpackInWorker });
+    t.after(() => downloader.close());
+    const expectFail = async (blob: Buffer, code: string, extra: { digest?: Digest; diffId?: Digest } = {}) => {
+      const server = await startRangeServer(t, blob);
+      const digest = extra.digest ?? sha256Digest(blob);
+      await assert.rejects(
+        downloader.download({ digest, ...(extra.diffId ? { diffId: extra.diffId } : {}), source: httpRangeReader(server.url, blob.byteLength) }),
+        (e: unknown) => e instanceof ImgstreamError && e.code === code,
+      );
+      assert.equal(layerCache.has(digest), false);
+      assert.deepEqual(await readdir(join(cacheDir, '.staging')), []);
+      assert.deepEqual((await readdir(cacheDir)).filter((n) => n.startsWith('sha256=')), []);
+    };
+    const fx = await layerFixture(ENTRIES.slice(0, 4));
+    await expectFail(fx.blob, ErrorCode.DIGEST_MISMATCH, { digest: sha256Digest('other') });
+    await expectFail(fx.blob, ErrorCode.DIGEST_MISMATCH, { diffId: sha256Digest('other') });
+    const corrupt = Buffer.from(fx.blob);
+    for (const i of [corrupt.byteLength >> 1, (corrupt.byteLength >> 1) + 1]) corrupt[i] = corrupt[i]! ^ 0xff;
+    await expectFail(corrupt, ErrorCode.CORRUPT_DATA);
+    const unsafe: TarEntrySpec[][] = [
+      [{ name: '../evil', type: 'file', content: 'x' }],
+      [{ name: '/abs', type: 'file', content: 'x' }],
+      [{ name: 'a/../../evil', type: 'file', content: 'x' }],
+      [{ name: 'etc', type: 'symlink', target: '/etc' }, { name: 'etc/passwd', type: 'file', content: 'pwned' }],
+      [{ name: 'up', type: 'symlink', target: '..' }, { name: 'up/evil', type: 'file', content: 'x' }],
+      [{ name: 'h', type: 'hardlink', target: '../../etc/shadow' }],
+      [{ name: 'h', type: 'hardlink', target: 'not-there' }],
+      [{ name: 'd', type: 'symlink', target: '/' }, { name: 'd/.wh.etc', type: 'file', content: '' }],
+    ];
+    for (const entries of unsafe) {
+      const tar = Buffer.from(buildTar(entries));
+      await expectFail(tar, ErrorCode.UNSAFE_PATH);
+    }
+  });
 
-test('disk full during unpack cleans up and reports IMGSTREAM_DISK_FULL', async (t) => {
-  const mnt = await mountOn(t, ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs']);
-  const fx = await layerFixture();
-  const server = await startRangeServer(t, fx.blob);
-  const layerCache = new LayerCache({ layerCacheDir: join(mnt, 'layers') });
-  const downloader = new LayerDownloader({ layerCache });
-  t.after(() => downloader.close());
-  const failed: unknown[] = [];
-  downloader.on('failed', (e) => failed.push(e.error));
-  await assert.rejects(downloader.download({ digest: fx.digest, source: httpStreamOpener(server.url) }), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.DISK_FULL);
-  assert.equal(failed.length, 1);
-  assert.deepEqual(await readdir(join(mnt, 'layers', '.staging')), []);
-  const df = execFileSync('df', ['--output=used', '-B1', mnt], { encoding: 'utf8' }).split('\n')[1]!.trim();
-  assert.ok(Number(df) < 64 * 1024, `space is given back (${df} bytes used)`);
-  assert.equal(layerCache.has(fx.digest), false);
+  test(`disk full during unpack cleans up and reports IMGSTREAM_DISK_FULL (unpackInWorker: ${unpackInWorker})`, async (t) => {
+    const mnt = await mountOn(t, ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs']);
+    const fx = await layerFixture();
+    const server = await startRangeServer(t, fx.blob);
+    const layerCache = new LayerCache({ layerCacheDir: join(mnt, 'layers') });
+    const downloader = new LayerDownloader({ layerCache, unpackInWorker });
+    t.after(() => downloader.close());
+    const failed: unknown[] = [];
+    downloader.on('failed', (e) => failed.push(e.error));
+    await assert.rejects(downloader.download({ digest: fx.digest, source: httpStreamOpener(server.url) }), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.DISK_FULL);
+    assert.equal(failed.length, 1);
+    assert.deepEqual(await readdir(join(mnt, 'layers', '.staging')), []);
+    const df = execFileSync('df', ['--output=used', '-B1', mnt], { encoding: 'utf8' }).split('\n')[1]!.trim();
+    assert.ok(Number(df) < 64 * 1024, `space is given back (${df} bytes used)`);
+    assert.equal(layerCache.has(fx.digest), false);
 
-  // many small files (written in the background) fill the disk too
-  const small = await layerFixture(Array.from({ length: 40 }, (_, i) => ({ name: `s/f${i}`, type: 'file', content: pseudoRandom(100_000, i + 1) })));
-  const server2 = await startRangeServer(t, small.blob);
-  await assert.rejects(downloader.download({ digest: small.digest, source: httpStreamOpener(server2.url) }), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.DISK_FULL);
-  assert.deepEqual(await readdir(join(mnt, 'layers', '.staging')), []);
-});
+    // many small files (written in the background) fill the disk too
+    const small = await layerFixture(Array.from({ length: 40 }, (_, i) => ({ name: `s/f${i}`, type: 'file', content: pseudoRandom(100_000, i + 1) })));
+    const server2 = await startRangeServer(t, small.blob);
+    await assert.rejects(downloader.download({ digest: small.digest, source: httpStreamOpener(server2.url) }), (e: unknown) => e instanceof ImgstreamError && e.code === ErrorCode.DISK_FULL);
+    assert.deepEqual(await readdir(join(mnt, 'layers', '.staging')), []);
+  });
+}
 
 test('later entries for the same path replace earlier ones', async (t) => {
   const fx = await layerFixture([
