@@ -35,6 +35,11 @@ export interface ImageStreamerOptions {
   maxConcurrentFetches?: number;
   /** Whole-layer background downloads at once. Default `defaults.engine.maxLayerDownloads` (3). */
   maxLayerDownloads?: number;
+  /**
+   * Gunzip, hash, parse and unpack layer downloads in a worker thread, off the event loop that
+   * serves reads. Default `defaults.engine.unpackInWorker` (true).
+   */
+  unpackInWorker?: boolean;
   /** Download every streamed layer in the background into the local layer cache. Default true. */
   backgroundDownloads?: boolean;
   /**
@@ -165,6 +170,7 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
       layerCache: this.layerCache,
       scheduler: this.scheduler,
       maxLayerDownloads: options.maxLayerDownloads ?? defaults.engine.maxLayerDownloads,
+      unpackInWorker: options.unpackInWorker ?? defaults.engine.unpackInWorker,
     });
     this.#backgroundDownloads = options.backgroundDownloads ?? true;
     this.#downloadSilenceMs = this.scheduler.backgroundSilenceMs;
@@ -292,7 +298,7 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
     this.#closed = true;
     this.#controller.abort(new ImgstreamError(ErrorCode.CLOSED, 'image streamer closed'));
     await this.gc.close();
-    this.downloader.close();
+    await this.downloader.close();
     this.fetcher.close();
   }
 
