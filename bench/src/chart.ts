@@ -14,7 +14,7 @@ export interface BarGroup {
   bars: Bar[];
 }
 
-const COLORS = ['#3b6fb6', '#e07b39', '#4caf50', '#8e5ea2', '#c0504d', '#777777'];
+const COLORS = ['#3b6fb6', '#e07b39', '#4caf50', '#8e5ea2', '#c0504d', '#2a9d8f'];
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 /**
@@ -39,7 +39,7 @@ export function renderBarChart(title: string, groups: readonly BarGroup[]): stri
       parts.push(`<text x="${labelW - 8}" y="${y + barH - 5}" font-size="12" text-anchor="end">${esc(b.label)}</text>`);
       if (b.valueMs === null) {
         parts.push(`<rect x="${labelW}" y="${y}" width="${plotW * 0.12}" height="${barH}" fill="#dddddd" stroke="#bbbbbb"/>`);
-        parts.push(`<text x="${labelW + plotW * 0.12 + 6}" y="${y + barH - 5}" font-size="12" fill="#888888">not available yet</text>`);
+        parts.push(`<text x="${labelW + plotW * 0.12 + 6}" y="${y + barH - 5}" font-size="12" fill="#888888">not run</text>`);
       } else {
         const w = (b.valueMs / max) * plotW;
         parts.push(`<rect x="${labelW}" y="${y}" width="${Math.max(1, w).toFixed(1)}" height="${barH}" fill="${color}"/>`);
