@@ -55,8 +55,8 @@ function parseOptions(argv: string[]): Options {
   const o: Options = {
     quick,
     images: quick ? ['python-scipy'] : IMAGES.map((i) => i.name),
-    profiles: quick ? ['same-zone', 'cross-region'] : ['local', 'same-zone', 'cross-region'],
-    runs: quick ? 2 : 5,
+    profiles: quick ? ['cross-region'] : ['local', 'same-zone', 'cross-region'],
+    runs: quick ? 1 : 5,
     scenarios: [...SCENARIOS],
     report: true,
     imgstreamModule: null,

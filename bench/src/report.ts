@@ -209,7 +209,7 @@ export function renderSection(results: BenchResults): string {
   out.push('');
   out.push('### Reproduce', '');
   out.push('As root on Debian 12, from the repository root (`bench/setup.sh`, called by the command, installs what the benchmark needs):', '');
-  out.push('```sh', 'npm ci', 'npm run bench -w bench -- --quick     # one image, two profiles, 2 runs: a few minutes', 'npm run bench -w bench                 # every image and profile, 5 runs', 'npm run bench -w bench -- --images node-app,many-layers --profiles cross-region --runs 3', '```', '');
+  out.push('```sh', 'npm ci', 'npm run bench -w bench -- --quick     # python-scipy, cross-region, 1 run: about 4 minutes (images cached)', 'npm run bench -w bench                 # every image and profile, 5 runs', 'npm run bench -w bench -- --images node-app,many-layers --profiles cross-region --runs 3', '```', '');
   return out.join('\n');
 }
 
