@@ -27,7 +27,7 @@ export interface FetchSchedulerOptions {
 
 interface Waiter {
   priority: FetchPriority;
-  /** When it was queued (scheduler clock). */
+  /** When it was queued (`performance.now()` ms). */
   readonly sinceMs: number;
   start(taken: FetchPriority): void;
 }
@@ -52,13 +52,12 @@ export class FetchScheduler {
   readonly maxConcurrentFetches: number;
   readonly backgroundSilenceMs: number;
   readonly backgroundMaxDeferMs: number;
-  readonly #now: () => number;
   #running = 0;
   #foregroundRunning = 0;
   #backgroundRunning = 0;
   /** Foreground and prefetch requests running. */
   #busyRunning = 0;
-  /** When the last foreground or prefetch request started or ended (scheduler clock). */
+  /** When the last foreground or prefetch request started or ended (`performance.now()` ms). */
   #lastBusyMs = Number.NEGATIVE_INFINITY;
   #silenceTimer: { timer: NodeJS.Timeout; dueMs: number } | undefined;
   readonly #queues: Record<FetchPriority, Waiter[]> = { foreground: [], prefetch: [], background: [] };
@@ -72,7 +71,6 @@ export class FetchScheduler {
     if (!Number.isSafeInteger(this.backgroundSilenceMs) || this.backgroundSilenceMs < 0) throw invalidOption('backgroundSilenceMs', 'must be a non-negative integer');
     this.backgroundMaxDeferMs = options.backgroundMaxDeferMs ?? defaults.engine.downloadMaxDeferMs;
     if (!Number.isSafeInteger(this.backgroundMaxDeferMs) || this.backgroundMaxDeferMs < 0) throw invalidOption('backgroundMaxDeferMs', 'must be a non-negative integer');
-    this.#now = () => performance.now();
   }
 
   /** Foreground requests running or queued. */
@@ -95,7 +93,7 @@ export class FetchScheduler {
    * found its blocks prefetched is still starting.
    */
   touch(): void {
-    this.#lastBusyMs = this.#now();
+    this.#lastBusyMs = performance.now();
   }
 
   /** When the last foreground or prefetch request started or ended, or {@link touch} was called (`performance.now()` ms; -Infinity before the first). */
@@ -141,7 +139,7 @@ export class FetchScheduler {
     const busy = this.busy;
     if (busy && this.#backgroundRunning > 0) return false;
     if (this.backgroundSilenceMs === 0) return true;
-    const now = this.#now();
+    const now = performance.now();
     const deferredEnough = now - sinceMs >= this.backgroundMaxDeferMs;
     if (deferredEnough) return true;
     const quietAtMs = busy ? Number.POSITIVE_INFINITY : this.#lastBusyMs + this.backgroundSilenceMs;
@@ -152,7 +150,7 @@ export class FetchScheduler {
   }
 
   #armSilenceTimer(inMs: number): void {
-    const dueMs = this.#now() + Math.max(1, Math.ceil(inMs));
+    const dueMs = performance.now() + Math.max(1, Math.ceil(inMs));
     if (this.#silenceTimer !== undefined) {
       if (this.#silenceTimer.dueMs <= dueMs) return;
       clearTimeout(this.#silenceTimer.timer);
@@ -160,7 +158,7 @@ export class FetchScheduler {
     const timer = setTimeout(() => {
       this.#silenceTimer = undefined;
       this.#pump();
-    }, dueMs - this.#now());
+    }, dueMs - performance.now());
     this.#silenceTimer = { timer, dueMs };
   }
 
@@ -168,7 +166,7 @@ export class FetchScheduler {
     signal?.throwIfAborted();
     const priority = ticket.priority;
     const ahead = ORDER.slice(0, ORDER.indexOf(priority) + 1).some((p) => this.#queues[p].length > 0);
-    const sinceMs = this.#now();
+    const sinceMs = performance.now();
     if (!ahead && this.#canStart(priority, sinceMs)) {
       this.#take(priority);
       return Promise.resolve(priority);
@@ -213,7 +211,7 @@ export class FetchScheduler {
     if (priority === 'background') this.#backgroundRunning++;
     else {
       this.#busyRunning++;
-      this.#lastBusyMs = this.#now();
+      this.#lastBusyMs = performance.now();
     }
   }
 
@@ -223,7 +221,7 @@ export class FetchScheduler {
     if (priority === 'background') this.#backgroundRunning--;
     else {
       this.#busyRunning--;
-      this.#lastBusyMs = this.#now();
+      this.#lastBusyMs = performance.now();
     }
     this.#pump();
   }

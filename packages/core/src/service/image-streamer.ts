@@ -137,8 +137,6 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
   readonly imagesInUse: ImagesInUseStore;
   readonly gc: GarbageCollector;
   readonly #backgroundDownloads: boolean;
-  readonly #downloadSilenceMs: number;
-  readonly #downloadMaxDeferMs: number;
   /** image reference -> its opened layers (references by tag are resolved again after TAG_TTL_MS) */
   readonly #images = new Map<string, { promise: Promise<{ image: ResolvedImage; layers: OpenedLayer[] }>; byTag: boolean; atMs: number }>();
   readonly #layers = new Map<Digest, StreamedLayer>();
@@ -173,8 +171,6 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
       unpackInWorker: options.unpackInWorker ?? defaults.engine.unpackInWorker,
     });
     this.#backgroundDownloads = options.backgroundDownloads ?? true;
-    this.#downloadSilenceMs = this.scheduler.backgroundSilenceMs;
-    this.#downloadMaxDeferMs = this.scheduler.backgroundMaxDeferMs;
     this.imagesInUse = new ImagesInUseStore({ path: options.imagesInUsePath ?? defaults.engine.imagesInUsePath });
     this.gc = new GarbageCollector({
       layerCache: this.layerCache,
@@ -346,14 +342,14 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
    * the gap between a pull and the container's first read is not taken for silence.
    */
   async #whenStartupQuiet(openedMs: number): Promise<void> {
-    if (this.#downloadSilenceMs === 0) return;
+    if (this.scheduler.backgroundSilenceMs === 0) return;
     for (;;) {
       const now = performance.now();
-      const deadline = openedMs + this.#downloadMaxDeferMs;
+      const deadline = openedMs + this.scheduler.backgroundMaxDeferMs;
       const last = this.scheduler.lastBusyMs;
       if (now >= deadline) return;
-      if (!this.scheduler.busy && last > openedMs && now - last >= this.#downloadSilenceMs) return;
-      const quietAt = last > openedMs && !this.scheduler.busy ? last + this.#downloadSilenceMs : now + Math.min(250, this.#downloadSilenceMs);
+      if (!this.scheduler.busy && last > openedMs && now - last >= this.scheduler.backgroundSilenceMs) return;
+      const quietAt = last > openedMs && !this.scheduler.busy ? last + this.scheduler.backgroundSilenceMs : now + Math.min(250, this.scheduler.backgroundSilenceMs);
       await delay(Math.max(1, Math.min(deadline, quietAt) - now), this.#controller.signal);
     }
   }
