@@ -17,7 +17,7 @@ const subscribed = new Set<string>();
 export function publish(ch: diagnosticsChannel.Channel, message: object): void {
   if (debugEnabled && !subscribed.has(ch.name as string)) {
     subscribed.add(ch.name as string);
-    ch.subscribe((msg, name) => debug('%s %j', String(name), msg));
+    ch.subscribe((msg, name) => debug('%s %s %j', new Date().toISOString(), String(name), msg));
     // the first message reaches the new subscriber below
   }
   if (ch.hasSubscribers) ch.publish(message);

@@ -146,6 +146,7 @@ const MAX_STREAMS = 4096;
 const MAX_READ_AROUND_REQUESTS = 2;
 const MAX_SAFE_PATHS = 16_384;
 const fetchChannel = channel('core:fetch');
+const readChannel = channel('core:read');
 
 /**
  * Reads file content of streamed layers: maps a file range to blocks through the layer index,
@@ -306,6 +307,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
 
   #emitRead(e: ReadEvent): void {
     this.emit('read', e);
+    publish(readChannel, e);
   }
 
   async #getBlocks(
