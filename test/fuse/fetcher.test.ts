@@ -56,3 +56,50 @@ it('serves files through core BlockFetcher, fetching only the blocks read', { ti
   assert.match(failed.stderr, /Input\/output error/);
   assert.equal(await sh('cat', [`${root}/c`]), 'small');
 });
+
+it('page-cache warm-up: ranges read through the mount by the warmer are then read without a FUSE request', { timeout: 60_000 }, async (t) => {
+  const lib = randomBytes(1024 * 1024);
+  const tar = writeTar([
+    { path: 'usr', type: 'dir' },
+    { path: 'usr/lib.so', type: 'file', content: lib },
+    { path: 'usr/app.py', type: 'file', content: 'print(1)\n' },
+    { path: 'usr/cold', type: 'file', content: randomBytes(300_000) },
+  ]);
+  const { index } = new MemoryLayerContent(tar);
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 * 1024 * 1024, readAheadBytes: 0, layerReadAheadBytes: 0, layerReadBehindBytes: 0 });
+  t.after(() => fetcher.close());
+  const fs = await mountedFs(t, { readTimeoutMs: 5_000 });
+  fs.addLayer(index.layerDigest, fetcherLayerContent(fetcher, { index, reader: new CountingReader(tar) }));
+  const root = fs.layerPath(index.layerDigest);
+  const reads: string[] = [];
+  fetcher.on('read', (e) => reads.push(`${e.path}@${e.offset}`));
+
+  const warmer = fs.warmPageCache();
+  warmer.add(index.layerDigest, [
+    { path: 'usr/app.py', offset: 0, length: 9 },
+    { path: 'usr/lib.so', offset: 0, length: lib.length },
+    { path: 'usr/missing', offset: 0, length: 10 },
+  ]);
+  warmer.add(sha256(Buffer.from('not a layer of the mount')), [{ path: 'usr/cold', offset: 0, length: 10 }]);
+  const stats = await warmer.end();
+  assert.equal(stats.bytes, lib.length + 9);
+  assert.equal(stats.errors, 1, 'the missing file is counted, not fatal');
+  assert.ok(reads.some((r) => r.startsWith('usr/lib.so@')) && !reads.some((r) => r.startsWith('usr/cold')), reads.join(' '));
+
+  // the warmed files come from the page cache: no read reaches the server
+  reads.length = 0;
+  assert.equal(await sh('cat', [`${root}/usr/app.py`]), 'print(1)\n');
+  const sum = await sh('sha256sum', [`${root}/usr/lib.so`]);
+  assert.equal(`sha256:${sum.split(' ')[0]}`, sha256(lib));
+  assert.equal(reads.length, 0, reads.join(' '));
+  // an unwarmed file still goes through FUSE
+  await sh('sh', ['-c', `cat ${root}/usr/cold > /dev/null`]);
+  assert.ok(reads.some((r) => r.startsWith('usr/cold@')));
+
+  // close() stops a warm-up in progress
+  const slow = fs.warmPageCache();
+  slow.add(index.layerDigest, [{ path: 'usr/cold', offset: 0, length: 10 }]);
+  await fs.close();
+  const stopped = await slow.done;
+  assert.ok(stopped.durationMs >= 0);
+});

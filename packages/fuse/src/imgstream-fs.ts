@@ -10,9 +10,10 @@ import type { FuseCallback, FuseConstructor, FuseInstance, FuseOps, FuseSignal }
 import { LayerView, parentOf } from './layer-view.js';
 import type { LayerNode } from './layer-view.js';
 import { findMount } from './mount-table.js';
+import { PageCacheWarmer } from './page-cache-warmer.js';
 import { imageDirName, layerDirName, parseLayerDirName } from './names.js';
 import { abortConnection, lazyUnmount, recoverStaleMount } from './stale-mount.js';
-import { S_IFMT, S_IFREG, syntheticDirStat, syntheticLinkStat } from './stat.js';
+import { syntheticDirStat, syntheticLinkStat } from './stat.js';
 import type { FuseStat } from './stat.js';
 
 /** Options of {@link ImgstreamFs}. */
@@ -68,7 +69,6 @@ interface ImageRecord {
 interface OpenFile {
   readonly layer: LayerView;
   readonly node: LayerNode;
-  readonly path: string;
 }
 
 type Resolved =
@@ -84,11 +84,7 @@ const LAYERS_INO = 2;
 const IMAGES_INO = 3;
 const FIRST_DYNAMIC_INO = 16;
 const MAX_INO = 0xffff_ffff;
-const MAX_FH = 0x7fff_ffff;
-
-const O_ACCMODE = 3;
-const O_TRUNC = 0o1000;
-const O_CREAT = 0o100;
+const MAX_REMOVED_LAYERS = 16;
 
 const chMount = channel('fuse:mount');
 const chUnmount = channel('fuse:unmount');
@@ -113,9 +109,10 @@ export class ImgstreamFs {
   /** Inode ranges ever given to a layer or image, kept so a re-added one gets the same numbers. */
   private readonly inoRanges = new Map<string, { base: number; count: number }>();
   private nextIno = FIRST_DYNAMIC_INO;
-  private readonly openFiles = new Map<number, OpenFile>();
-  private nextFh = 1;
   private readonly inflight = new Set<AbortController>();
+  private readonly warmers = new Set<PageCacheWarmer>();
+  /** Removed layers, for reads of files opened before the removal (reads come by path: there is no open()). */
+  private readonly removed = new Map<Digest, LayerView>();
   private readonly createdMs = Date.now();
   private fuse: FuseInstance | undefined;
   private mounting: Promise<void> | undefined;
@@ -153,6 +150,21 @@ export class ImgstreamFs {
   /** Absolute path of a layer's directory in the mount. */
   layerPath(digest: Digest): string {
     return `${this.opts.mountPoint}/layers/${layerDirName(parseDigest(digest))}`;
+  }
+
+  /**
+   * Starts a page-cache warm-up: pieces of layer files added to it are read through the mount by a
+   * child process, in order, so a container's first reads of them are page-cache hits (no FUSE
+   * request). Pieces of layers not added, or served from a local directory, are skipped. Stopped by
+   * {@link close}. Throws IMGSTREAM_CLOSED when the filesystem is not mounted.
+   */
+  warmPageCache(): PageCacheWarmer {
+    this.assertOpen();
+    if (this.fuse === undefined) throw new ImgstreamError(ErrorCode.CLOSED, 'the imgstream filesystem is not mounted');
+    const warmer = new PageCacheWarmer((digest, path) => (this.layers.has(digest) && !this.localDirs.has(digest) ? `${this.layerPath(digest)}/${path}` : undefined));
+    this.warmers.add(warmer);
+    void warmer.done.then(() => this.warmers.delete(warmer));
+    return warmer;
   }
 
   /** Absolute path of an image's directory in the mount. */
@@ -211,15 +223,25 @@ export class ImgstreamFs {
     this.assertOpen();
     const d = parseDigest(digest);
     if (this.layers.has(d)) return false;
+    this.removed.delete(d);
     const base = this.allocInos(`layer:${d}`, content.index.entries.size);
     this.layers.set(d, new LayerView(d, content, base));
     if (options.localDir !== undefined) this.localDirs.set(d, resolvePath(options.localDir));
     return true;
   }
 
-  /** Removes a layer's directory. Files already open keep reading. Returns false when absent. */
+  /**
+   * Removes a layer's directory: new lookups of it fail. Files already open keep reading (the
+   * last {@link MAX_REMOVED_LAYERS} removed layers stay readable). Returns false when absent.
+   */
   removeLayer(digest: Digest): boolean {
-    return this.layers.delete(parseDigest(digest));
+    const d = parseDigest(digest);
+    const view = this.layers.get(d);
+    if (view === undefined) return false;
+    this.layers.delete(d);
+    this.removed.set(d, view);
+    if (this.removed.size > MAX_REMOVED_LAYERS) this.removed.delete(this.removed.keys().next().value!);
+    return true;
   }
 
   /** Digests of the layers under `layers/`. */
@@ -272,7 +294,9 @@ export class ImgstreamFs {
 
   private async shutdown(reason: unknown, force: boolean): Promise<void> {
     this.closed = true;
+    const warmers = [...this.warmers].map((w) => w.stop());
     for (const ac of this.inflight) ac.abort(reason);
+    await Promise.all(warmers);
     await this.mounting?.catch(() => undefined);
     const fuse = this.fuse;
     if (fuse === undefined) return;
@@ -294,7 +318,6 @@ export class ImgstreamFs {
     } finally {
       this.fuse = undefined;
       process.removeListener('exit', this.onExit);
-      this.openFiles.clear();
     }
     publish(chUnmount, { mountPoint, forced: force });
   }
@@ -316,7 +339,8 @@ export class ImgstreamFs {
   // ---- path resolution -------------------------------------------------------------------
 
   /** Resolves a FUSE path to what it shows, or a positive errno. */
-  private resolve(path: string): Resolved | number {
+  /** `removed`: also layers removed since the kernel opened the file (reads only). */
+  private resolve(path: string, removed = false): Resolved | number {
     if (path === '/') return { kind: 'root' };
     const second = path.indexOf('/', 1);
     const top = second < 0 ? path.slice(1) : path.slice(1, second);
@@ -326,7 +350,7 @@ export class ImgstreamFs {
       const slash = rest.indexOf('/');
       const dirName = slash < 0 ? rest : rest.slice(0, slash);
       const digest = parseLayerDirName(dirName);
-      const layer = digest === undefined ? undefined : this.layers.get(digest);
+      const layer = digest === undefined ? undefined : (this.layers.get(digest) ?? (removed ? this.removed.get(digest) : undefined));
       if (layer === undefined) return Errno.ENOENT;
       const inner = slash < 0 ? '' : rest.slice(slash + 1);
       const node = layer.lookup(inner);
@@ -445,29 +469,14 @@ export class ImgstreamFs {
         if (r.kind === 'layer' && r.node.entry.type === 'symlink') return cb(0, r.node.entry.linkTarget ?? '');
         cb(-Errno.EINVAL);
       },
-      open: (path: string, flags: number, cb: FuseCallback) => {
-        if ((flags & O_ACCMODE) !== 0 || (flags & (O_TRUNC | O_CREAT)) !== 0) return cb(-Errno.EROFS);
-        const r = this.resolve(path);
+      // No open/release: libfuse answers them itself, sparing two trips to the event loop per
+      // file a container opens. The mount is read-only (the kernel refuses writes with EROFS) and
+      // immutable, so a read resolves its path like any other operation.
+      read: (path: string, _fh: number, buf: Buffer, len: number, pos: number, cb: FuseCallback) => {
+        const r = this.resolve(path, true);
         if (typeof r === 'number') return cb(-r);
         if (r.kind !== 'layer') return cb(-Errno.EISDIR);
-        if ((this.statOf(r).mode & S_IFMT) !== S_IFREG) return cb(r.node.entry.type === 'dir' ? -Errno.EISDIR : -Errno.EINVAL);
-        const fh = this.nextFh;
-        this.nextFh = fh >= MAX_FH ? 1 : fh + 1;
-        this.openFiles.set(fh, { layer: r.layer, node: r.node, path });
-        cb(0, fh);
-      },
-      release: (_path: string, fh: number, cb: FuseCallback) => {
-        this.openFiles.delete(fh);
-        cb(0);
-      },
-      read: (path: string, fh: number, buf: Buffer, len: number, pos: number, cb: FuseCallback) => {
-        let file = this.openFiles.get(fh);
-        if (file === undefined) {
-          const r = this.resolve(path);
-          if (typeof r === 'number') return cb(-r);
-          if (r.kind !== 'layer') return cb(-Errno.EISDIR);
-          file = { layer: r.layer, node: r.node, path };
-        }
+        const file: OpenFile = { layer: r.layer, node: r.node };
         this.read(file, buf, len, pos).then(cb, (err: unknown) => {
           const errno = errnoOf(err);
           publish(chReadError, {
