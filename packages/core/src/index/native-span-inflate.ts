@@ -64,6 +64,17 @@ function zlibCall(fn: ZlibFn, input: Uint8Array, expectedBytes: number, fetchOff
   });
 }
 
+/** Bit lengths of the literals 0..255 in deflate's fixed Huffman code. */
+const LITERAL_BITS = Uint8Array.from({ length: 256 }, (_v, b) => (b < 144 ? 8 : 9));
+
+/** The fixed Huffman codes of the literals 0..255, bit-reversed (ready for the LSB-first writer). */
+const LITERAL_CODES = Uint16Array.from({ length: 256 }, (_v, b) => {
+  const [code, count] = b < 144 ? [0x30 + b, 8] : [0x190 + b - 144, 9];
+  let reversed = 0;
+  for (let i = 0; i < count; i++) reversed |= ((code >> i) & 1) << (count - 1 - i);
+  return reversed;
+});
+
 /** Writes deflate's LSB-first bit stream. */
 class BitWriter {
   #bytes: Uint8Array;
@@ -93,6 +104,27 @@ class BitWriter {
     this.bits(reversed, count);
   }
 
+  /** Bytes as fixed-Huffman literals (the hot loop of a restart prefix: 32 KiB per span). */
+  literals(bytes: Uint8Array): void {
+    const out = this.#bytes;
+    let hold = this.#hold;
+    let bits = this.#bits;
+    let length = this.#length;
+    for (let i = 0; i < bytes.length; i++) {
+      const b = bytes[i]!;
+      hold |= LITERAL_CODES[b]! << bits; // at most 7 + 9 bits held
+      bits += LITERAL_BITS[b]!;
+      while (bits >= 8) {
+        out[length++] = hold & 0xff;
+        hold >>>= 8;
+        bits -= 8;
+      }
+    }
+    this.#hold = hold;
+    this.#bits = bits;
+    this.#length = length;
+  }
+
   get bitLength(): number {
     return this.#length * 8 + this.#bits;
   }
@@ -104,21 +136,11 @@ class BitWriter {
   }
 }
 
-/** Bits of a literal in deflate's fixed Huffman code. */
-function literalBits(byte: number): number {
-  return byte < 144 ? 8 : 9;
-}
-
-function writeLiteral(w: BitWriter, byte: number): void {
-  if (byte < 144) w.code(0x30 + byte, 8);
-  else w.code(0x190 + byte - 144, 9);
-}
-
 /** A non-final fixed-Huffman block holding `literals`. */
-function writeFixedBlock(w: BitWriter, literals: Iterable<number>): void {
+function writeFixedBlock(w: BitWriter, literals: Uint8Array): void {
   w.bits(0, 1); // BFINAL = 0
   w.bits(1, 2); // BTYPE = 01, fixed Huffman codes
-  for (const b of literals) writeLiteral(w, b);
+  w.literals(literals);
   w.code(0, 7); // end of block (256)
 }
 
@@ -129,13 +151,13 @@ function writeFixedBlock(w: BitWriter, literals: Iterable<number>): void {
  */
 export function restartPrefix(window: Uint8Array, bits: number, firstByte: number): { bytes: Uint8Array; skip: number } {
   let windowBits = 10;
-  for (const b of window) windowBits += literalBits(b);
+  for (let i = 0; i < window.length; i++) windowBits += LITERAL_BITS[window[i]!]!;
   // padding block: 10 + 9 * n bits; n in 0..7 reaches every residue mod 8
   const target = (8 - bits) % 8;
   let pad = 0;
   while ((10 + 9 * pad + windowBits) % 8 !== target) pad++;
   const w = new BitWriter(Math.ceil((10 + 9 * pad + windowBits) / 8) + 1);
-  writeFixedBlock(w, new Array<number>(pad).fill(144));
+  writeFixedBlock(w, new Uint8Array(pad).fill(144));
   writeFixedBlock(w, window);
   const bytes = w.finish(bits > 0 ? firstByte : 0);
   return { bytes, skip: pad + window.byteLength };
