@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { indexImage, parseReference, RegistryClient } from '@imgstream/core';
 import type { TreeEntry as LayerEntry } from '../helpers/tar-builder.ts';
 import { startRegistry } from '../helpers/registry.ts';
@@ -74,4 +74,11 @@ test('imgstreamd prefetch with a real containerd: the first node records the sta
   assert.equal(metric(m, 'imgstream_prefetch_reports_total{status="found"}'), 1);
   assert.equal(metric(m, 'imgstream_prefetch_first_reads_total{result="hit"}'), hits);
   assert.ok(metric(m, 'imgstream_prefetched_bytes_total') > 0);
+  // the report carries the file ranges read, and node b read them into the page cache ahead of the container
+  const report = JSON.parse(await readFile(String(rec.path), 'utf8')) as { files?: Array<[number, string, number, number]> };
+  for (const f of files) assert.ok(report.files?.some(([, path]) => `/${path}` === f), `${f} is in the report's files`);
+  const warmed = await b.waitFor((r) => r.msg === 'page cache warmed with the prefetched files', { timeoutMs: 20_000 });
+  assert.equal(warmed.errors, 0);
+  assert.ok(Number(warmed.files) >= files.length, `warmed ${String(warmed.files)} files`);
+  assert.ok(Number(warmed.bytes) >= files.length * 96 * 1024, `warmed ${String(warmed.bytes)} bytes`);
 });

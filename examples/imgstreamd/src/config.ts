@@ -35,6 +35,8 @@ export interface DaemonConfig {
   prefetchBudgetBytes: number;
   /** Longest time a layer attach (Prepare) waits for the first prefetch batch, ms. */
   prefetchWaitMs: number;
+  /** Warm the FUSE mount's page cache with the files of prefetched blocks. */
+  prefetchPageCache: boolean;
   /** Push recorded reports to the registry (needs push rights). */
   prefetchPush: boolean;
   logLevel: string;
@@ -143,6 +145,14 @@ export const FLAGS: readonly FlagSpec[] = [
   { flag: 'prefetch_budget', key: 'prefetchBudgetBytes', help: 'most bytes one replay fetches (bytes, or 256MiB, ...)', def: defaults.prefetch.budgetBytes, parse: parseBytes, shown: `${defaults.prefetch.budgetBytes / 1024 / 1024}MiB` },
   { flag: 'prefetch_push', key: 'prefetchPush', help: 'push recorded prefetch reports to the registry as artifacts referring to the image (needs push rights)', def: false, parse: bool, boolean: true },
   { flag: 'prefetch_wait', key: 'prefetchWaitMs', help: 'longest time container creation waits for the first prefetch batch', def: defaults.prefetch.waitMs, parse: parseDurationMs, shown: `${defaults.prefetch.waitMs}ms` },
+  {
+    flag: 'prefetch_page_cache',
+    key: 'prefetchPageCache',
+    help: 'read the files of prefetched blocks through the mount ahead of the container, so its first reads hit the page cache',
+    def: true,
+    parse: bool,
+    boolean: true,
+  },
   { flag: 'log_level', key: 'logLevel', help: 'trace|debug|info|warn|error', def: 'info', parse: str },
   { flag: 'log_formatter', key: 'logFormatter', help: 'text|json', def: 'text', parse: (v) => oneOf(v, ['text', 'json']) },
   { flag: 'plain_http_registries', key: 'plainHttpRegistries', help: 'registry hosts (host:port, comma-separated) reached over plain HTTP', def: [], parse: list },

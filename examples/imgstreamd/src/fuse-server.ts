@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
-import { DockerConfigCredentials, ImagePrefetcher, ImageStreamer, PrefetchReportStore, RegistryClient, isImgstreamError, loadHostsDir, type Digest } from '@imgstream/core';
-import { ImgstreamFs, fetcherLayerContent } from '@imgstream/fuse';
+import { DockerConfigCredentials, ImagePrefetcher, ImageStreamer, PrefetchReportStore, RegistryClient, isImgstreamError, loadHostsDir, type Digest, type StreamedLayer } from '@imgstream/core';
+import { ImgstreamFs, fetcherLayerContent, type PageCacheWarmer } from '@imgstream/fuse';
 import type { DaemonConfig } from './config.js';
 import { listenControl, type LayerRef, type LowerDirReply, type OpenLayerReply } from './control.js';
 import { startEventReporting } from './k8s.js';
@@ -53,6 +53,32 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
     else log.info({ image: e.imageRef, manifest: e.manifestDigest, status: e.status, source: e.source }, e.status === 'found' ? 'prefetch report found: fetching the start-up working set first' : 'no prefetch report: recording this start');
   });
   prefetcher?.on('replayed', (e) => log.info({ image: e.imageRef, blocks: e.result.blocks, bytes: e.result.bytes, skippedBlocks: e.result.skippedBlocks, failedBatches: e.result.failedBatches, durationMs: Math.round(e.result.durationMs) }, 'prefetch done'));
+  // page-cache warm-up: the file ranges of the report, read through the mount as their blocks land
+  const warmers = new Map<Digest, PageCacheWarmer>();
+  if (config.prefetchPageCache) {
+    prefetcher?.on('files-loaded', (e) => {
+      if (!fs.mounted) return;
+      // the replay runs from the image's first Prepare: its other layers may not be attached yet
+      const layer = streamer.layer(e.layerDigest);
+      if (layer !== undefined && !fs.listLayers().includes(e.layerDigest)) addToFs(layer);
+      let warmer = warmers.get(e.manifestDigest);
+      if (warmer === undefined) {
+        try {
+          warmer = fs.warmPageCache();
+        } catch {
+          return; // closing
+        }
+        warmers.set(e.manifestDigest, warmer);
+      }
+      warmer.add(e.layerDigest, e.pieces);
+    });
+    prefetcher?.on('replayed', (e) => {
+      const warmer = warmers.get(e.manifestDigest);
+      if (warmer === undefined) return;
+      warmers.delete(e.manifestDigest);
+      void warmer.end().then((w) => log.info({ image: e.imageRef, files: w.files, bytes: w.bytes, errors: w.errors, durationMs: Math.round(w.durationMs) }, 'page cache warmed with the prefetched files'));
+    });
+  }
   prefetcher?.on('replay-stats', (e) => log.info({ image: e.imageRef, hits: e.hits, misses: e.misses }, 'prefetch hits and misses of the start-up window'));
   prefetcher?.on('recorded', (e) => log.info({ image: e.imageRef, manifest: e.manifestDigest, ranges: e.ranges, blocks: e.blocks, path: e.path }, 'prefetch report recorded'));
   prefetcher?.on('pushed', (e) => log.info({ image: e.imageRef, manifest: e.manifestDigest, artifact: e.artifactDigest }, 'prefetch report pushed to the registry'));
@@ -88,12 +114,16 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
   }
   const reporting = await startEventReporting(config, streamer, log);
 
+  const addToFs = (layer: StreamedLayer): void => {
+    const { localDir } = streamer.layerState(layer.digest);
+    fs.addLayer(layer.digest, fetcherLayerContent(streamer.fetcher, layer), localDir !== undefined ? { localDir } : {});
+  };
   const imagesAdded = new Set<string>();
   const attach = async (req: LayerRef): Promise<OpenLayerReply> => {
     try {
       const layer = await streamer.openLayer(req);
       const digest = layer.digest;
-      if (!fs.listLayers().includes(digest)) fs.addLayer(digest, fetcherLayerContent(streamer.fetcher, layer));
+      if (!fs.listLayers().includes(digest)) addToFs(layer);
       const state = streamer.layerState(digest);
       if (state.localDir !== undefined) fs.setLayerLocalDir(digest, state.localDir);
       if (!imagesAdded.has(layer.imageKey)) {

@@ -126,6 +126,8 @@ export {
   reportBytes,
   reportLayerOf,
   serialisePrefetchReport,
+  MAX_PREFETCH_FILE_RANGES,
+  type PrefetchFileRange,
   type PrefetchRange,
   type PrefetchReport,
   type PrefetchReportLayer,
@@ -133,5 +135,6 @@ export {
 export { buildPrefetchArtifact, fetchPrefetchReport, pushPrefetchReport, type PrefetchArtifact } from './prefetch/prefetch-artifact.js';
 export { PrefetchRecorder, type PrefetchRecorderOptions } from './prefetch/prefetch-recorder.js';
 export { PrefetchReplay, type PrefetchReplayOptions, type PrefetchReplayResult } from './prefetch/prefetch-replay.js';
+export { PrefetchWarmupPlan, type FilePiece } from './prefetch/prefetch-warmup.js';
 export { PrefetchReportStore, type PrefetchReportStoreOptions } from './prefetch/prefetch-report-store.js';
 export { ImagePrefetcher, type ImagePrefetcherEvents, type ImagePrefetcherOptions, type PrefetchReportSource, type PrefetchStart } from './service/image-prefetcher.js';

@@ -6,6 +6,7 @@ import {
   ErrorCode,
   PrefetchRecorder,
   PrefetchReplay,
+  PrefetchWarmupPlan,
   buildPrefetchReport,
   checkPrefetchReport,
   isImgstreamError,
@@ -122,8 +123,81 @@ test('recorder: foreground reads in order until quiet; read-ahead and prefetch l
     { layer: 0, first: docBlock, count: 1 },
     { layer: 0, first: libcBlock, count: 1 },
   ]);
+  assert.deepEqual(report.files, [
+    { layer: 0, path: 'usr/share/doc/big', offset: 70_000, length: 10 },
+    { layer: 0, path: 'usr/lib/libc.so', offset: 0, length: 10 },
+  ]);
   // later reads are not recorded
   await fetcher.read(layer, doc, 300_000, 10);
   assert.equal(recorder.reads, 3);
   fetcher.close();
+});
+
+test('prefetch report files: reads joined per file (also out of order) in first-read order, round-trip, validation; old reports without files still parse', async () => {
+  const { index } = await landmarkLayer();
+  const layer = reportLayerOf(index);
+  const d = index.layerDigest;
+  const fileReads = [
+    { layer: d, path: 'usr/bin/python', offset: 0, length: 4096 },
+    { layer: d, path: 'usr/lib/libc.so', offset: 8192, length: 100 },
+    { layer: d, path: 'usr/bin/python', offset: 4096, length: 4096 }, // adjacent: joined
+    { layer: d, path: 'usr/bin/python', offset: 100, length: 10 }, // inside: joined
+    { layer: d, path: 'usr/lib/libc.so', offset: 0, length: 100 }, // not touching: a new range
+    { layer: d, path: 'usr/share/doc/big', offset: 0, length: 16384 },
+    { layer: d, path: 'usr/share/doc/big', offset: 49152, length: 49152 }, // read-ahead landing first
+    { layer: d, path: 'usr/share/doc/big', offset: 16384, length: 32768 }, // bridges both
+    { layer: sha256Digest('other') as Digest, path: 'x', offset: 0, length: 1 },
+  ];
+  const report = buildPrefetchReport(manifest, [layer], [{ layer: d, block: 0 }], new Date(0), fileReads);
+  assert.deepEqual(report.files, [
+    { layer: 0, path: 'usr/bin/python', offset: 0, length: 8192 },
+    { layer: 0, path: 'usr/lib/libc.so', offset: 8192, length: 100 },
+    { layer: 0, path: 'usr/lib/libc.so', offset: 0, length: 100 },
+    { layer: 0, path: 'usr/share/doc/big', offset: 0, length: 98304 },
+  ]);
+  const bytes = serialisePrefetchReport(report);
+  assert.deepEqual(parsePrefetchReport(bytes), report);
+  const edit = (files: unknown) => {
+    const j = JSON.parse(new TextDecoder().decode(bytes)) as Record<string, unknown>;
+    j.files = files;
+    return new TextEncoder().encode(JSON.stringify(j));
+  };
+  assert.throws(() => parsePrefetchReport(edit([[0, '../etc/passwd', 0, 1]])), invalid(/file 0: bad path/));
+  assert.throws(() => parsePrefetchReport(edit([[0, '/abs', 0, 1]])), invalid(/bad path/));
+  assert.throws(() => parsePrefetchReport(edit([[0, 'a', 0, 0]])), invalid(/bad range/));
+  assert.throws(() => parsePrefetchReport(edit([[3, 'a', 0, 1]])), invalid(/bad layer/));
+  assert.throws(() => parsePrefetchReport(edit([[0, 'a', 0]])), invalid(/quadruple/));
+  assert.throws(() => parsePrefetchReport(edit({})), invalid(/files must be an array/));
+  // a report written before files existed
+  const old = JSON.parse(new TextDecoder().decode(bytes)) as Record<string, unknown>;
+  delete old.files;
+  assert.equal(parsePrefetchReport(new TextEncoder().encode(JSON.stringify(old))).files, undefined);
+});
+
+test('warm-up plan: a file range comes out once every block it lies in is loaded, in report order; ranges with unfetched blocks never', async () => {
+  const { index } = await landmarkLayer();
+  const d = index.layerDigest;
+  const python = index.entries.get('usr/bin/python')!;
+  const libc = index.entries.get('usr/lib/libc.so')!;
+  const big = index.entries.get('usr/share/doc/big')!;
+  const blocksOf = (e: typeof python, offset: number, length: number) =>
+    [...new Set(e.extents!.filter((x) => x.fileOffset < offset + length && x.fileOffset + x.length > offset).map((x) => x.block))];
+  const pyBlocks = blocksOf(python, 0, 150_000);
+  assert.ok(pyBlocks.length >= 2, 'the python range spans several blocks');
+  const libcBlocks = blocksOf(libc, 0, 10);
+  const bigBlocks = blocksOf(big, 0, 10);
+  const report = buildPrefetchReport(manifest, [reportLayerOf(index)], [], new Date(0), [
+    { layer: d, path: 'usr/bin/python', offset: 0, length: 150_000 },
+    { layer: d, path: 'usr/lib/libc.so', offset: 0, length: 10 },
+    { layer: d, path: 'usr/share/doc/big', offset: 0, length: 10 },
+    { layer: d, path: 'usr/gone', offset: 0, length: 10 },
+  ]);
+  const fetched = new Set([...pyBlocks, ...libcBlocks]); // big's block is over the budget
+  const plan = new PrefetchWarmupPlan(report, new Map([[d, index]]), (digest, b) => digest === d && fetched.has(b));
+  assert.equal(plan.pending, 2);
+  assert.deepEqual(plan.loaded(d, libcBlocks), [{ path: 'usr/lib/libc.so', offset: 0, length: 10 }]);
+  assert.deepEqual(plan.loaded(d, pyBlocks.slice(0, 1)), [], 'python waits for its other blocks');
+  assert.deepEqual(plan.loaded(d, [...pyBlocks, ...bigBlocks]), [{ path: 'usr/bin/python', offset: 0, length: 150_000 }]);
+  assert.deepEqual(plan.loaded(d, pyBlocks), [], 'handed out once');
+  assert.equal(plan.pending, 0);
 });

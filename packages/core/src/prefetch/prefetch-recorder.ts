@@ -5,6 +5,9 @@ import { invalidOption } from '../errors.js';
 import type { LayerIndex } from '../index/model.js';
 import { buildPrefetchReport, reportLayerOf, type PrefetchReport } from './prefetch-report.js';
 
+/** File reads kept for the report's file ranges (they are joined per file when the report is built). */
+const MAX_FILE_READS = 1_000_000;
+
 /** Options of {@link PrefetchRecorder}. */
 export interface PrefetchRecorderOptions {
   /** The fetcher whose block lookups are recorded. Required. */
@@ -23,7 +26,8 @@ export interface PrefetchRecorderOptions {
 
 /**
  * Records an image's start-up working set: every block of its layers looked up by a foreground
- * read of the fetcher (content cache hit or miss), in order, until the reads go quiet or the time
+ * read of the fetcher (content cache hit or miss), in order, and the file ranges those reads asked
+ * for (the report's `files`), until the reads go quiet or the time
  * limit passes. Reads the fetcher serves from a complete local layer count by the blocks their
  * file range lies in; reads that bypass the fetcher (a FUSE layer switched to its local
  * directory) are not seen.
@@ -34,6 +38,7 @@ export class PrefetchRecorder {
   readonly #fetcher: BlockFetcher;
   readonly #layers: Map<Digest, LayerIndex>;
   readonly #reads: Array<{ layer: Digest; block: number }> = [];
+  readonly #fileReads: Array<{ layer: Digest; path: string; offset: number; length: number }> = [];
   readonly #quietMs: number;
   #quietTimer: NodeJS.Timeout | undefined;
   readonly #maxTimer: NodeJS.Timeout;
@@ -49,7 +54,7 @@ export class PrefetchRecorder {
     if (!(this.#quietMs > 0)) throw invalidOption('quietMs', 'must be positive');
     if (!(maxMs > 0)) throw invalidOption('recordMaxMs', 'must be positive');
     const stopped = new Promise<void>((resolve) => (this.#resolve = resolve));
-    this.done = stopped.then(() => buildPrefetchReport(options.manifestDigest, options.layers.map(reportLayerOf), this.#reads));
+    this.done = stopped.then(() => buildPrefetchReport(options.manifestDigest, options.layers.map(reportLayerOf), this.#reads, new Date(), this.#fileReads));
     this.#fetcher.on('cache', this.#onCache);
     this.#fetcher.on('read', this.#onRead);
     this.#maxTimer = setTimeout(() => this.stop(), maxMs);
@@ -78,9 +83,14 @@ export class PrefetchRecorder {
     this.#add(e.layerDigest, e.block);
   };
 
-  /** Reads served from a complete local layer: the blocks their file range lies in, by the index. */
+  /**
+   * Every foreground read of a file: its range (for the page-cache warm-up). Reads served from a
+   * complete local layer also count by the blocks their file range lies in, by the index.
+   */
   readonly #onRead = (e: ReadEvent): void => {
-    if (!e.local || e.priority !== 'foreground' || e.path === undefined) return;
+    if (e.priority !== 'foreground' || e.path === undefined || !this.#layers.has(e.layerDigest)) return;
+    if (e.bytes > 0 && this.#fileReads.length < MAX_FILE_READS) this.#fileReads.push({ layer: e.layerDigest, path: e.path, offset: e.offset, length: e.bytes });
+    if (!e.local) return;
     const entry = this.#layers.get(e.layerDigest)?.entries.get(e.path);
     if (entry?.extents === undefined) return;
     const end = e.offset + e.bytes;

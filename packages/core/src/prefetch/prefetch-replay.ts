@@ -25,6 +25,12 @@ export interface PrefetchReplayOptions {
   maxGapBytes?: number;
   /** Aborts the replay (fetches in flight are dropped). */
   signal?: AbortSignal;
+  /**
+   * Called as blocks of the report land in the content cache: per batch and layer, the report's
+   * blocks (gap blocks left out) in report order. E.g. to warm the page cache of a FUSE mount with
+   * the files in them (`filePiecesOfBlocks`). Exceptions are ignored.
+   */
+  onLoaded?: (layerDigest: Digest, blocks: readonly number[]) => void;
 }
 
 /** What a replay did. */
@@ -44,7 +50,10 @@ export interface PrefetchReplayResult {
 }
 
 interface Batch {
+  /** Per layer: the report's blocks in report order, then the gap blocks added to them. */
   readonly byLayer: Map<Digest, number[]>;
+  /** Per layer: how many of its blocks are the report's (the rest are gap blocks). */
+  readonly listed: Map<Digest, number>;
   bytes: number;
 }
 
@@ -100,7 +109,7 @@ export class PrefetchReplay {
         }
         total += size;
         if (current === undefined || current.bytes + size > batchBytes) {
-          current = { byLayer: new Map(), bytes: 0 };
+          current = { byLayer: new Map(), listed: new Map(), bytes: 0 };
           batches.push(current);
         }
         current.bytes += size;
@@ -108,6 +117,7 @@ export class PrefetchReplay {
         const list = current.byLayer.get(digest);
         if (list === undefined) current.byLayer.set(digest, [b]);
         else list.push(b);
+        current.listed.set(digest, (current.listed.get(digest) ?? 0) + 1);
       }
     }
 
@@ -157,6 +167,11 @@ export class PrefetchReplay {
                 blocks++;
                 bytes += layer.index.blocks[b]!.uncompressedSize;
               }
+              try {
+                options.onLoaded?.(digest, list.slice(0, batch.listed.get(digest)));
+              } catch {
+                // a listener's failure is not the replay's
+              }
             }),
           );
         } catch {
@@ -171,6 +186,11 @@ export class PrefetchReplay {
       firstDone();
       return { reportBlocks, blocks, bytes, skippedBlocks: skipped, batches: batches.length, failedBatches: failed, durationMs: performance.now() - started };
     });
+  }
+
+  /** Whether the replay fetches this block (it is in the report within the budget, or fills a gap). */
+  fetches(layerDigest: Digest, block: number): boolean {
+    return this.#planned.has(`${layerDigest}:${block}`);
   }
 
   /** First foreground reads that found their block prefetched. */

@@ -30,6 +30,26 @@ export interface PrefetchRange {
   readonly count: number;
 }
 
+/**
+ * A byte range of one file that the start-up read: what a page-cache warm-up reads (docs/prefetch.md).
+ * Adjacent and overlapping reads of a file are joined.
+ */
+export interface PrefetchFileRange {
+  /** Position of the layer in {@link PrefetchReport.layers}. */
+  readonly layer: number;
+  /** The file's path in the layer (as in the layer index). */
+  readonly path: string;
+  readonly offset: number;
+  readonly length: number;
+}
+
+/**
+ * Most file ranges a report carries; a start-up that read more keeps its first ones (also at most
+ * about 2 MiB of them serialised, so the report stays under {@link MAX_PREFETCH_REPORT_BYTES}).
+ */
+export const MAX_PREFETCH_FILE_RANGES = 20_000;
+const MAX_FILE_RANGE_JSON_BYTES = 2 * 1024 * 1024;
+
 /** The start-up working set of one image: which blocks of which layers were read, in first-read order. */
 export interface PrefetchReport {
   readonly version: number;
@@ -40,6 +60,8 @@ export interface PrefetchReport {
   readonly layers: readonly PrefetchReportLayer[];
   /** Block runs in the order they were first read; no block appears twice. */
   readonly ranges: readonly PrefetchRange[];
+  /** Optional: the file ranges read, in first-read order (reports recorded before it existed have none). */
+  readonly files?: readonly PrefetchFileRange[];
 }
 
 const identities = new WeakMap<LayerIndex, string>();
@@ -74,6 +96,7 @@ export function buildPrefetchReport(
   layers: readonly PrefetchReportLayer[],
   reads: Iterable<{ readonly layer: Digest; readonly block: number }>,
   createdAt: Date = new Date(),
+  fileReads?: Iterable<{ readonly layer: Digest; readonly path: string; readonly offset: number; readonly length: number }>,
 ): PrefetchReport {
   const pos = new Map<Digest, number>(layers.map((l, i) => [l.digest, i]));
   const seen = new Set<string>();
@@ -88,7 +111,52 @@ export function buildPrefetchReport(
     if (last !== undefined && last.layer === layer && last.first + last.count === r.block) last.count++;
     else ranges.push({ layer, first: r.block, count: 1 });
   }
-  return { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: createdAt.toISOString(), layers: [...layers], ranges };
+  const report = { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: createdAt.toISOString(), layers: [...layers], ranges };
+  return fileReads === undefined ? report : { ...report, files: joinFileReads(pos, fileReads) };
+}
+
+/**
+ * File reads in order -> ranges: a read that touches or overlaps earlier ranges of its file joins
+ * them (reads finish out of order: a file's read-ahead can land before the read that asked for it);
+ * the joined range keeps the earliest position.
+ */
+function joinFileReads(
+  pos: ReadonlyMap<Digest, number>,
+  reads: Iterable<{ readonly layer: Digest; readonly path: string; readonly offset: number; readonly length: number }>,
+): PrefetchFileRange[] {
+  type Range = { layer: number; path: string; offset: number; length: number; gone?: boolean };
+  const out: Range[] = [];
+  const byFile = new Map<string, Range[]>();
+  let jsonBytes = 0;
+  for (const r of reads) {
+    const layer = pos.get(r.layer);
+    if (layer === undefined || r.length <= 0 || r.path === '') continue;
+    const key = `${layer}\0${r.path}`;
+    const ranges = byFile.get(key) ?? [];
+    const touching = ranges.filter((x) => r.offset <= x.offset + x.length && r.offset + r.length >= x.offset);
+    if (touching.length > 0) {
+      const keep = touching[0]!; // the earliest
+      let start = r.offset;
+      let end = r.offset + r.length;
+      for (const x of touching) {
+        start = Math.min(start, x.offset);
+        end = Math.max(end, x.offset + x.length);
+        if (x !== keep) x.gone = true;
+      }
+      keep.offset = start;
+      keep.length = end - start;
+      byFile.set(key, ranges.filter((x) => x.gone !== true));
+      continue;
+    }
+    const size = Buffer.byteLength(r.path) + 40; // [layer,"path",offset,length], with room for escapes
+    if (out.length >= MAX_PREFETCH_FILE_RANGES || jsonBytes + size > MAX_FILE_RANGE_JSON_BYTES) continue;
+    jsonBytes += size;
+    const range: Range = { layer, path: r.path, offset: r.offset, length: r.length };
+    out.push(range);
+    ranges.push(range);
+    byFile.set(key, ranges);
+  }
+  return out.filter((x) => x.gone !== true).map(({ layer, path, offset, length }) => ({ layer, path, offset, length }));
 }
 
 /** Serialises a report (JSON, ranges as `[layer, first, count]` triples). */
@@ -100,6 +168,7 @@ export function serialisePrefetchReport(report: PrefetchReport): Uint8Array {
     createdAt: report.createdAt,
     layers: report.layers.map((l) => ({ digest: l.digest, format: l.format, indexId: l.indexId, blocks: l.blocks })),
     ranges: report.ranges.map((r) => [r.layer, r.first, r.count]),
+    ...(report.files !== undefined ? { files: report.files.map((f) => [f.layer, f.path, f.offset, f.length]) } : {}),
   };
   return new TextEncoder().encode(JSON.stringify(json));
 }
@@ -148,7 +217,20 @@ export function parsePrefetchReport(bytes: Uint8Array): PrefetchReport {
     }
     return { layer, first, count };
   });
-  return { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: o.createdAt, layers, ranges };
+  const report = { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: o.createdAt, layers, ranges };
+  if (o.files === undefined) return report;
+  if (!Array.isArray(o.files) || o.files.length > MAX_PREFETCH_FILE_RANGES) throw bad(`files must be an array of at most ${MAX_PREFETCH_FILE_RANGES}`, manifestDigest);
+  const files: PrefetchFileRange[] = o.files.map((f: unknown, i) => {
+    if (!Array.isArray(f) || f.length !== 4) throw bad(`file ${i}: not a [layer, path, offset, length] quadruple`, manifestDigest);
+    const [layer, path, offset, length] = f as unknown[];
+    if (!isCount(layer, 0) || layer >= layers.length) throw bad(`file ${i}: bad layer`, manifestDigest);
+    if (typeof path !== 'string' || path === '' || path.length > 4096 || path.startsWith('/') || path.split('/').some((p) => p === '' || p === '.' || p === '..') || path.includes('\0')) {
+      throw bad(`file ${i}: bad path`, manifestDigest);
+    }
+    if (!isCount(offset, 0) || !isCount(length, 1)) throw bad(`file ${i}: bad range`, manifestDigest);
+    return { layer, path, offset, length };
+  });
+  return { ...report, files };
 }
 
 /**

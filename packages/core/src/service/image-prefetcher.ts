@@ -1,7 +1,7 @@
 import { EventEmitter } from 'eventemitter3';
 import { defaults } from '../defaults.js';
 import { channel, publish } from '../diagnostics.js';
-import { isDigest, type Digest } from '../digest.js';
+import type { Digest } from '../digest.js';
 import { ErrorCode, invalidOption, isImgstreamError } from '../errors.js';
 import type { FetchLayer } from '../fetch/block-fetcher.js';
 import type { LayerIndex } from '../index/model.js';
@@ -10,7 +10,8 @@ import { PrefetchRecorder } from '../prefetch/prefetch-recorder.js';
 import { checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
 import { PrefetchReportStore } from '../prefetch/prefetch-report-store.js';
 import { PrefetchReplay, type PrefetchReplayResult } from '../prefetch/prefetch-replay.js';
-import { parseReference, withDigest } from '../registry/reference.js';
+import { PrefetchWarmupPlan, type FilePiece } from '../prefetch/prefetch-warmup.js';
+import { parseReference } from '../registry/reference.js';
 import type { ImageStreamer, StreamedLayer } from './image-streamer.js';
 
 /** Options of {@link ImagePrefetcher}. */
@@ -48,6 +49,12 @@ export interface ImagePrefetcherEvents {
   report: (event: { imageRef: string; manifestDigest: Digest; status: 'found' | 'missing' | 'stale'; source?: PrefetchReportSource; reason?: string }) => void;
   /** A replay finished; hits and misses count first foreground reads so far. */
   replayed: (event: { imageRef: string; manifestDigest: Digest; result: PrefetchReplayResult; hits: number; misses: number }) => void;
+  /**
+   * File ranges of a replayed report (its `files`) whose blocks are all in the content cache now,
+   * in report order: a FUSE server reads them through its mount so the container's first reads
+   * hit the page cache (page-cache warm-up).
+   */
+  'files-loaded': (event: { imageRef: string; manifestDigest: Digest; layerDigest: Digest; pieces: readonly FilePiece[] }) => void;
   /** Hit/miss counts of a replay, final (reported when the image's recording window ends). */
   'replay-stats': (event: { imageRef: string; manifestDigest: Digest; hits: number; misses: number }) => void;
   /** A report was recorded and stored. */
@@ -151,7 +158,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
 
   async #openLayers(imageRef: string, manifestDigest: string | undefined, signal: AbortSignal | undefined): Promise<StreamedLayer[]> {
     const layers: StreamedLayer[] = [];
-    const all = await this.#imageLayers(imageRef, manifestDigest, signal);
+    const all = await this.#streamer.imageLayers(imageRef, manifestDigest, signal !== undefined ? { signal } : {});
     for (const layerDigest of all.layers) {
       try {
         layers.push(await this.#streamer.openLayer({ imageRef, manifestDigest: all.manifestDigest, layerDigest }, signal !== undefined ? { signal } : {}));
@@ -160,13 +167,6 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       }
     }
     return layers;
-  }
-
-  async #imageLayers(imageRef: string, manifestDigest: string | undefined, signal: AbortSignal | undefined): Promise<{ manifestDigest: Digest; layers: Digest[] }> {
-    const parsed = parseReference(imageRef);
-    const ref = manifestDigest !== undefined && isDigest(manifestDigest) ? withDigest(parsed, manifestDigest) : parsed;
-    const image = await this.#streamer.registry.resolveImage(ref, signal !== undefined ? { signal } : {});
-    return { manifestDigest: image.digest, layers: image.manifest.layers.map((l) => l.digest) };
   }
 
   async #start(imageRef: string, manifestDigest: Digest, layers: StreamedLayer[]): Promise<PrefetchStart> {
@@ -214,7 +214,13 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       parallelBatches: this.#opts.parallelBatches,
       batchBytes: this.#opts.batchBytes,
       signal: this.#controller.signal,
+      onLoaded: (layerDigest, blocks) => {
+        const pieces = warmup?.loaded(layerDigest, blocks) ?? [];
+        if (pieces.length > 0) this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces });
+      },
     });
+    // built before the replay's first batch can settle (that takes a fetch at least)
+    const warmup = report.files !== undefined && report.files.length > 0 ? new PrefetchWarmupPlan(report, indexes, (d, b) => replay.fetches(d, b)) : undefined;
     void replay.done.then((result) => {
       const event = { imageRef, manifestDigest, result, hits: replay.hits, misses: replay.misses };
       publish(diag.replayed, event);

@@ -220,7 +220,7 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
     await this.ready();
     try {
       if (!isDigest(request.layerDigest)) throw new ImgstreamError(ErrorCode.INVALID_DIGEST, `layer digest ${JSON.stringify(request.layerDigest)} is malformed`);
-      const { image, layers } = await this.#openImage(request, options.signal);
+      const { image, layers } = await this.#openImage(request.imageRef, request.manifestDigest, options.signal);
       const imageKey = `${request.imageRef}@${image.digest}`;
       const known = this.#layers.get(request.layerDigest);
       if (known !== undefined) {
@@ -263,6 +263,16 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
     }
   }
 
+  /**
+   * Resolves an image (by `manifestDigest` when given) and opens its layers' indexes, as
+   * {@link openLayer} does, sharing that work with it: the manifest digest and the layer digests.
+   */
+  async imageLayers(imageRef: string, manifestDigest?: string, options: { signal?: AbortSignal } = {}): Promise<{ manifestDigest: Digest; layers: Digest[] }> {
+    this.#checkOpen();
+    const { image } = await this.#openImage(imageRef, manifestDigest, options.signal);
+    return { manifestDigest: image.digest, layers: image.manifest.layers.map((l) => l.digest) };
+  }
+
   /** The state of a layer (synchronous, from memory). */
   layerState(digest: Digest): LayerState {
     const complete = this.layerCache.has(digest);
@@ -298,9 +308,9 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
     this.fetcher.close();
   }
 
-  #openImage(request: LayerRequest, signal: AbortSignal | undefined): Promise<{ image: ResolvedImage; layers: OpenedLayer[] }> {
-    const parsed = parseReference(request.imageRef);
-    const ref = request.manifestDigest !== undefined && isDigest(request.manifestDigest) ? withDigest(parsed, request.manifestDigest) : parsed;
+  #openImage(imageRef: string, manifestDigest: string | undefined, signal: AbortSignal | undefined): Promise<{ image: ResolvedImage; layers: OpenedLayer[] }> {
+    const parsed = parseReference(imageRef);
+    const ref = manifestDigest !== undefined && isDigest(manifestDigest) ? withDigest(parsed, manifestDigest) : parsed;
     const key = formatReference(ref);
     let entry = this.#images.get(key);
     if (entry !== undefined && entry.byTag && Date.now() - entry.atMs > TAG_TTL_MS) entry = undefined;
@@ -314,9 +324,16 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
       const created = { promise, byTag: ref.digest === undefined, atMs: Date.now() };
       entry = created;
       this.#images.set(key, created);
-      promise.catch(() => {
-        if (this.#images.get(key) === created) this.#images.delete(key);
-      });
+      promise.then(
+        ({ image }) => {
+          // the same image asked for by digest (e.g. the prefetcher, after the snapshotter asked by tag) shares it
+          const byDigest = formatReference(withDigest(parsed, image.digest));
+          if (created.byTag && !this.#images.has(byDigest)) this.#images.set(byDigest, { promise, byTag: false, atMs: created.atMs });
+        },
+        () => {
+          if (this.#images.get(key) === created) this.#images.delete(key);
+        },
+      );
     }
     return raceSignal(entry.promise, signal);
   }
