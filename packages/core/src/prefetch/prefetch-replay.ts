@@ -16,7 +16,11 @@ export interface PrefetchReplayOptions {
   budgetBytes?: number;
   /** Batches fetched at once. Default `defaults.prefetch.parallelBatches`. */
   parallelBatches?: number;
-  /** Decoded bytes per batch; a batch's adjacent blocks go out as one range request. Default `defaults.prefetch.batchBytes`. */
+  /**
+   * Decoded bytes per batch; a batch's adjacent blocks go out as one range request. The first
+   * batches are smaller (1 MiB, then doubling up to this): what a start-up reads first arrives
+   * first instead of sharing the link with the batches running beside it. Default `defaults.prefetch.batchBytes`.
+   */
   batchBytes?: number;
   /**
    * Unlisted blocks between two listed blocks of a batch are fetched too when their compressed
@@ -48,6 +52,9 @@ export interface PrefetchReplayResult {
   readonly failedBatches: number;
   readonly durationMs: number;
 }
+
+/** Decoded bytes of the first batch; each next one may be twice as large, up to `batchBytes`. */
+const FIRST_BATCH_BYTES = 1024 * 1024;
 
 interface Batch {
   /** Per layer: the report's blocks in report order, then the gap blocks added to them. */
@@ -108,7 +115,7 @@ export class PrefetchReplay {
           continue;
         }
         total += size;
-        if (current === undefined || current.bytes + size > batchBytes) {
+        if (current === undefined || current.bytes + size > Math.min(batchBytes, FIRST_BATCH_BYTES * 2 ** (batches.length - 1))) {
           current = { byLayer: new Map(), listed: new Map(), bytes: 0 };
           batches.push(current);
         }
