@@ -1,4 +1,4 @@
-import { createHash, webcrypto, type Hash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { ErrorCode, ImgstreamError } from './errors.js';
 
 /** An OCI content digest, `sha256:<64 hex>` (the only algorithm imgstream accepts). */
@@ -24,14 +24,6 @@ export function parseDigest(value: unknown, context = 'digest'): Digest {
 /** sha256 digest of a buffer. */
 export function sha256Digest(data: Uint8Array | string): Digest {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`;
-}
-
-/**
- * {@link sha256Digest} on the libuv thread pool (WebCrypto), for large inputs hashed while an event
- * loop must stay responsive (a FUSE server verifying fetched blocks).
- */
-export async function sha256DigestAsync(data: Uint8Array): Promise<Digest> {
-  return `sha256:${Buffer.from(await webcrypto.subtle.digest('SHA-256', data)).toString('hex')}`;
 }
 
 /** The hex part of a digest. */

@@ -1,12 +1,9 @@
-import { sha256Digest, sha256DigestAsync, digestMismatch, type Digest } from '../digest.js';
+import { sha256Digest, digestMismatch, type Digest } from '../digest.js';
 import { ErrorCode, ImgstreamError } from '../errors.js';
 import { inflateSpanNative } from './native-span-inflate.js';
 import { regionsToExtents, type StreamRegion } from './file-table.js';
 import type { BlockInfo, FileEntry } from './model.js';
 import { TableLayerIndex } from './table-layer-index.js';
-
-/** Blocks at least this large are hashed on the thread pool, not on the event loop. */
-const ASYNC_DIGEST_BYTES = 64 * 1024;
 
 /** One block of a zran or raw index: a span of the uncompressed stream and where it is compressed. */
 export interface StreamBlock {
@@ -78,9 +75,9 @@ export class StreamLayerIndex extends TableLayerIndex {
       blocks,
       entries,
       children,
-      decode: async (i, bytes) => {
+      decode: (i, bytes) => {
         const b = data.blocks[i] as StreamBlock;
-        const actual = bytes.byteLength >= ASYNC_DIGEST_BYTES ? await sha256DigestAsync(bytes) : sha256Digest(bytes);
+        const actual = sha256Digest(bytes);
         if (actual !== b.digest) throw digestMismatch(b.digest, actual, `block ${i} of layer ${data.layerDigest}`);
         if (data.format === 'raw') return bytes;
         return inflateSpanNative(bytes, {
