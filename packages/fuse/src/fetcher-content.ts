@@ -9,6 +9,7 @@ import type { LayerContent } from './content.js';
 export function fetcherLayerContent(fetcher: BlockFetcher, layer: FetchLayer): LayerContent {
   return {
     index: layer.index,
-    read: (entry, offset, length, options) => fetcher.read(layer, entry, offset, length, { signal: options.signal, priority: 'foreground' }),
+    read: (entry, offset, length, options) =>
+      fetcher.read(layer, entry, offset, length, { priority: 'foreground', ...(options.signal !== undefined ? { signal: options.signal } : {}), ...(options.into !== undefined ? { into: options.into } : {}) }),
   };
 }

@@ -4,7 +4,7 @@ import { ErrorCode, ImgstreamError } from '../errors.js';
 
 /** Where a {@link RegistryBlobReader} gets its bytes from (the registry client). */
 export interface RangeSource {
-  readBlobRange(offset: number, length: number, signal: AbortSignal | undefined): Promise<Uint8Array>;
+  readBlobRange(offset: number, length: number, signal: AbortSignal | undefined, buffer?: Uint8Array): Promise<Uint8Array>;
 }
 
 /**
@@ -23,7 +23,7 @@ export class RegistryBlobReader implements RangeReader {
     this.size = size;
   }
 
-  async readRange(offset: number, length: number, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
+  async readRange(offset: number, length: number, options: { signal?: AbortSignal; buffer?: Uint8Array } = {}): Promise<Uint8Array> {
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
       throw new ImgstreamError(ErrorCode.INVALID_OPTION, `readRange(${offset}, ${length}): offset and length must be non-negative integers`, {
         option: 'range',
@@ -33,6 +33,6 @@ export class RegistryBlobReader implements RangeReader {
     options.signal?.throwIfAborted();
     const end = Math.min(this.size, offset + length);
     if (offset >= end) return new Uint8Array(0);
-    return this.#source.readBlobRange(offset, end - offset, options.signal);
+    return this.#source.readBlobRange(offset, end - offset, options.signal, options.buffer);
   }
 }

@@ -436,7 +436,7 @@ export class RegistryClient {
     const digest = parseDigest(descriptor.digest, 'blob digest');
     if (!Number.isSafeInteger(descriptor.size) || descriptor.size < 0) throw invalidOption('descriptor.size', 'must be a non-negative integer');
     const size = descriptor.size;
-    return new RegistryBlobReader({ readBlobRange: (offset, length, signal) => this.#readRange(ref, digest, size, offset, length, signal) }, digest, size);
+    return new RegistryBlobReader({ readBlobRange: (offset, length, signal, buffer) => this.#readRange(ref, digest, size, offset, length, signal, buffer) }, digest, size);
   }
 
   /** The blob's size when the repository has it, else undefined (`HEAD /v2/<name>/blobs/<digest>`). */
@@ -607,9 +607,9 @@ export class RegistryClient {
 
   // ---- blob bytes ----------------------------------------------------------------------
 
-  async #readRange(ref: ImageReference, digest: Digest, size: number, offset: number, length: number, signal: AbortSignal | undefined): Promise<Uint8Array> {
+  async #readRange(ref: ImageReference, digest: Digest, size: number, offset: number, length: number, signal: AbortSignal | undefined, buffer?: Uint8Array): Promise<Uint8Array> {
     this.#checkOpen();
-    const out = Buffer.allocUnsafe(length);
+    const out = buffer !== undefined && buffer.byteLength >= length ? Buffer.from(buffer.buffer, buffer.byteOffset, length) : Buffer.allocUnsafe(length);
     let n = 0;
     for await (const chunk of this.#blobChunks(ref, digest, offset, offset + length, size, signal)) {
       chunk.copy(out, n);
