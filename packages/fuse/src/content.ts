@@ -13,10 +13,8 @@ export interface LayerContent {
    * `file`; hard links are resolved to their target before this is called). `offset + length`
    * never exceeds `entry.size`. Must resolve with exactly `length` bytes (anything else is
    * reported as EIO), and should reject with `options.signal.reason` when the signal aborts.
-   * `options.into` is the request's buffer: a source may fill it and resolve with a view of it
-   * (no copy then), or ignore it.
    */
-  read(entry: FileEntry, offset: number, length: number, options: { signal?: AbortSignal; into?: Uint8Array }): Promise<Uint8Array>;
+  read(entry: FileEntry, offset: number, length: number, options: { signal?: AbortSignal }): Promise<Uint8Array>;
 }
 
 /** Options of {@link ImgstreamFs.addLayer}. */

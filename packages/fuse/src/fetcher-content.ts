@@ -9,7 +9,6 @@ import type { LayerContent } from './content.js';
 export function fetcherLayerContent(fetcher: BlockFetcher, layer: FetchLayer): LayerContent {
   return {
     index: layer.index,
-    read: (entry, offset, length, options) =>
-      fetcher.read(layer, entry, offset, length, { priority: 'foreground', ...(options.signal !== undefined ? { signal: options.signal } : {}), ...(options.into !== undefined ? { into: options.into } : {}) }),
+    read: (entry, offset, length, options) => fetcher.read(layer, entry, offset, length, { signal: options.signal, priority: 'foreground' }),
   };
 }

@@ -594,7 +594,7 @@ export class ImgstreamFs {
       );
     }, this.opts.readTimeoutMs);
     try {
-      const bytes = await abortable(file.layer.content.read(entry, pos, want, { signal: ac.signal, into: buf }), ac.signal);
+      const bytes = await abortable(file.layer.content.read(entry, pos, want, { signal: ac.signal }), ac.signal);
       if (bytes.length !== want) {
         throw new ImgstreamError(ErrorCode.CORRUPT_DATA, `content source returned ${bytes.length} bytes of ${entry.path}, expected ${want}`, {
           digest: file.layer.digest,
@@ -602,7 +602,7 @@ export class ImgstreamFs {
           range: { offset: pos, length: want },
         });
       }
-      if (bytes.buffer !== buf.buffer || bytes.byteOffset !== buf.byteOffset) buf.set(bytes, 0);
+      buf.set(bytes, 0);
       return want;
     } finally {
       clearTimeout(timer);

@@ -33,12 +33,6 @@ export interface BlockReadOptions {
   signal?: AbortSignal;
   /** Default `'foreground'`. */
   priority?: FetchPriority;
-  /**
-   * Where to put the bytes (at least `length` of them; e.g. the FUSE request's buffer): the read
-   * resolves with a view of it instead of a new array. Spares an allocation and a copy per read;
-   * fresh memory is costly to touch on small VMs (see docs/engine.md).
-   */
-  into?: Uint8Array;
 }
 
 /** Options of {@link BlockFetcher}. */
@@ -223,12 +217,10 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
     const end = Math.min(file.size, offset + length);
     if (end <= offset) return new Uint8Array(0);
 
-    const into = options.into !== undefined && options.into.byteLength >= end - offset ? options.into.subarray(0, end - offset) : undefined;
     if (this.#layerCache !== undefined && file.path !== undefined) {
       const release = this.#layerCache.pin(digest);
       if (release !== undefined) {
         try {
-          // not into `into`: the thread pool writes a file read, and an aborted read must leave `into` alone
           const out = await readLocal(await this.#localPath(digest, file.path), offset, end - offset, signal);
           this.#emitRead({ layerDigest: digest, path: file.path, offset, bytes: out.byteLength, latencyMs: performance.now() - started, priority, local: true, cacheHits: 0, cacheMisses: 0 });
           return out;
@@ -239,8 +231,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
     }
 
     const pieces = piecesInRange(file.extents ?? [], offset, end);
-    // holes read as zeros: a caller's buffer is cleared unless the pieces cover it
-    const out = into === undefined ? new Uint8Array(end - offset) : pieces.reduce((n, p) => n + p.length, 0) === end - offset ? into : into.fill(0);
+    const out = new Uint8Array(end - offset);
     const byBlock = new Map<number, Piece[]>();
     for (const p of pieces) {
       const list = byBlock.get(p.block);
@@ -253,8 +244,6 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
       const round = blocks.slice(i, i + this.maxReadBlocks);
       const missesBefore = counts.misses;
       const data = await this.#getBlocks(layer, round, priority, signal, counts);
-      // `into` belongs to the caller only until it aborts (a FUSE request answered with EIO)
-      signal?.throwIfAborted();
       if (priority === 'foreground' && counts.misses > missesBefore) this.#layerReadAround(layer, round);
       for (const p of round.flatMap((b) => byBlock.get(b)!)) {
         const bytes = data.get(p.block)!;
