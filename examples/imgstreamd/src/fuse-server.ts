@@ -60,7 +60,7 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
       if (!fs.mounted) return;
       // the replay runs from the image's first Prepare: its other layers may not be attached yet
       const layer = streamer.layer(e.layerDigest);
-      if (layer !== undefined && !fs.listLayers().includes(e.layerDigest)) addToFs(layer);
+      if (layer !== undefined) showLayer(layer);
       let warmer = warmers.get(e.manifestDigest);
       if (warmer === undefined) {
         try {
@@ -114,18 +114,18 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
   }
   const reporting = await startEventReporting(config, streamer, log);
 
-  const addToFs = (layer: StreamedLayer): void => {
+  /** Puts a layer under the mount's layers/ if it is not there, pointing at its local copy once complete. */
+  const showLayer = (layer: StreamedLayer): void => {
+    if (!fs.listLayers().includes(layer.digest)) fs.addLayer(layer.digest, fetcherLayerContent(streamer.fetcher, layer));
     const { localDir } = streamer.layerState(layer.digest);
-    fs.addLayer(layer.digest, fetcherLayerContent(streamer.fetcher, layer), localDir !== undefined ? { localDir } : {});
+    if (localDir !== undefined) fs.setLayerLocalDir(layer.digest, localDir);
   };
   const imagesAdded = new Set<string>();
   const attach = async (req: LayerRef): Promise<OpenLayerReply> => {
     try {
       const layer = await streamer.openLayer(req);
       const digest = layer.digest;
-      if (!fs.listLayers().includes(digest)) addToFs(layer);
-      const state = streamer.layerState(digest);
-      if (state.localDir !== undefined) fs.setLayerLocalDir(digest, state.localDir);
+      showLayer(layer);
       if (!imagesAdded.has(layer.imageKey)) {
         imagesAdded.add(layer.imageKey);
         log.info({ image: req.imageRef, manifest: layer.manifestDigest, layers: layer.imageLayers.length }, 'image is backed by image streaming');
