@@ -3,7 +3,7 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { BlockFetcher } from '@imgstream/core';
+import { BlockFetcher, ErrorCode, isImgstreamError } from '@imgstream/core';
 import type { RangeReader } from '@imgstream/core';
 import { fetcherLayerContent } from '@imgstream/fuse';
 import { MemoryLayerContent, sha256, writeTar } from '../helpers/memory-layer.js';
@@ -74,12 +74,15 @@ it('page-cache warm-up: ranges read through the mount by the warmer are then rea
   const reads: string[] = [];
   fetcher.on('read', (e) => reads.push(`${e.path}@${e.offset}`));
 
-  const warmer = fs.warmPageCache();
+  for (const readers of [0, 1.5, 65]) assert.throws(() => fs.warmPageCache({ readers }), (e) => isImgstreamError(e, ErrorCode.INVALID_OPTION), `readers ${readers}`);
+  // 3 readers: the files go to them in turn; lib.so's two pieces are read by one, in order
+  const warmer = fs.warmPageCache({ readers: 3 });
   warmer.add(index.layerDigest, [
     { path: 'usr/app.py', offset: 0, length: 9 },
-    { path: 'usr/lib.so', offset: 0, length: lib.length },
+    { path: 'usr/lib.so', offset: 0, length: 400_000 },
     { path: 'usr/missing', offset: 0, length: 10 },
   ]);
+  warmer.add(index.layerDigest, [{ path: 'usr/lib.so', offset: 400_000, length: lib.length - 400_000 }]);
   warmer.add(sha256(Buffer.from('not a layer of the mount')), [{ path: 'usr/cold', offset: 0, length: 10 }]);
   const stats = await warmer.end();
   assert.equal(stats.bytes, lib.length + 9);

@@ -79,6 +79,8 @@ export const defaults = Object.freeze({
     cacheTimeoutMs: 3_600_000,
     /** How long mount() waits for an existing mount at the mount point to answer before treating it as stale, ms. */
     staleCheckTimeoutMs: 5_000,
+    /** Files a page-cache warm-up reads at once (each file's ranges in order). */
+    pageCacheReaders: 4,
   }),
   snapshotter: Object.freeze({
     /** Where the snapshotter keeps its metadata file and snapshot directories. */

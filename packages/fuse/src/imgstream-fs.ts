@@ -10,7 +10,7 @@ import type { FuseCallback, FuseConstructor, FuseInstance, FuseOps, FuseSignal }
 import { LayerView, parentOf } from './layer-view.js';
 import type { LayerNode } from './layer-view.js';
 import { findMount } from './mount-table.js';
-import { PageCacheWarmer } from './page-cache-warmer.js';
+import { PageCacheWarmer, type PageCacheWarmerOptions } from './page-cache-warmer.js';
 import { imageDirName, layerDirName, parseLayerDirName } from './names.js';
 import { abortConnection, lazyUnmount, recoverStaleMount } from './stale-mount.js';
 import { syntheticDirStat, syntheticLinkStat } from './stat.js';
@@ -154,14 +154,17 @@ export class ImgstreamFs {
 
   /**
    * Starts a page-cache warm-up: pieces of layer files added to it are read through the mount by a
-   * child process, in order, so a container's first reads of them are page-cache hits (no FUSE
-   * request). Pieces of layers not added, or served from a local directory, are skipped. Stopped by
-   * {@link close}. Throws IMGSTREAM_CLOSED when the filesystem is not mounted.
+   * child process (`options.readers` files at once, each file's pieces in order), so a container's
+   * first reads of them are page-cache hits (no FUSE request). Pieces of layers not added, or served
+   * from a local directory, are skipped. Stopped by {@link close}. Throws IMGSTREAM_CLOSED when the
+   * filesystem is not mounted, IMGSTREAM_INVALID_OPTION for `readers` outside 1..64.
    */
-  warmPageCache(): PageCacheWarmer {
+  warmPageCache(options: PageCacheWarmerOptions = {}): PageCacheWarmer {
     this.assertOpen();
+    const readers = options.readers ?? defaults.fuse.pageCacheReaders;
+    if (!Number.isInteger(readers) || readers < 1 || readers > 64) throw invalidOption('readers', `must be an integer from 1 to 64, got ${readers}`);
     if (this.fuse === undefined) throw new ImgstreamError(ErrorCode.CLOSED, 'the imgstream filesystem is not mounted');
-    const warmer = new PageCacheWarmer((digest, path) => (this.layers.has(digest) && !this.localDirs.has(digest) ? `${this.layerPath(digest)}/${path}` : undefined));
+    const warmer = new PageCacheWarmer((digest, path) => (this.layers.has(digest) && !this.localDirs.has(digest) ? `${this.layerPath(digest)}/${path}` : undefined), { readers });
     this.warmers.add(warmer);
     void warmer.done.then(() => this.warmers.delete(warmer));
     return warmer;
