@@ -343,14 +343,13 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
   }
 
   async #mountsOf(store: SnapshotStore, key: string, record: SnapshotRecord, signal?: AbortSignal): Promise<SnapshotMount[]> {
-    const lowerDirs: string[] = [];
-    for (const { name, record: p } of store.parentChain(key)) {
-      // A layer that occurs twice in an image is one remote directory; overlayfs refuses a lower
-      // dir given twice (ELOOP). Keeping only its topmost occurrence gives the same tree: the upper
-      // copy re-applies every file, whiteout and opaque dir of the lower one.
-      const dir = await this.#lowerDir(name, p, signal);
-      if (!lowerDirs.includes(dir)) lowerDirs.push(dir);
-    }
+    // the parents' dirs are asked for at once: each can be a round trip to the decider (imgstreamd's
+    // FUSE server, busy with a prefetch replay while the container is created)
+    const dirs = await Promise.all(store.parentChain(key).map(({ name, record: p }) => this.#lowerDir(name, p, signal)));
+    // A layer that occurs twice in an image is one remote directory; overlayfs refuses a lower
+    // dir given twice (ELOOP). Keeping only its topmost occurrence gives the same tree: the upper
+    // copy re-applies every file, whiteout and opaque dir of the lower one.
+    const lowerDirs = dirs.filter((dir, i) => dirs.indexOf(dir) === i);
     return overlayMounts({
       kind: record.kind,
       upperDir: this.#upperDir(record.id),
