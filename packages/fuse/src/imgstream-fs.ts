@@ -161,10 +161,8 @@ export class ImgstreamFs {
    */
   warmPageCache(options: PageCacheWarmerOptions = {}): PageCacheWarmer {
     this.assertOpen();
-    const readers = options.readers ?? defaults.fuse.pageCacheReaders;
-    if (!Number.isInteger(readers) || readers < 1 || readers > 64) throw invalidOption('readers', `must be an integer from 1 to 64, got ${readers}`);
     if (this.fuse === undefined) throw new ImgstreamError(ErrorCode.CLOSED, 'the imgstream filesystem is not mounted');
-    const warmer = new PageCacheWarmer((digest, path) => (this.layers.has(digest) && !this.localDirs.has(digest) ? `${this.layerPath(digest)}/${path}` : undefined), { readers });
+    const warmer = new PageCacheWarmer((digest, path) => (this.layers.has(digest) && !this.localDirs.has(digest) ? `${this.layerPath(digest)}/${path}` : undefined), options);
     this.warmers.add(warmer);
     void warmer.done.then(() => this.warmers.delete(warmer));
     return warmer;

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { defaults, type Digest, type FilePiece } from '@imgstream/core';
+import { defaults, invalidOption, type Digest, type FilePiece } from '@imgstream/core';
 
 /** What a warm-up did. */
 export interface WarmStats {
@@ -76,6 +76,12 @@ export interface PageCacheWarmerOptions {
   readonly readers?: number;
 }
 
+/**
+ * Reads file ranges of a FUSE mount through the kernel from a child process, `readers` files at a
+ * time, so that the page cache holds them (the mount keeps its page cache across opens,
+ * `kernel_cache`) before a container reads them: its reads are then page-cache hits instead of one
+ * FUSE request (a trip through the server's event loop) per 128 KiB and per file.
+ */
 export class PageCacheWarmer {
   /** Resolves when the reader finished (after {@link end}) or was stopped; never rejects. */
   readonly done: Promise<WarmStats>;
@@ -83,11 +89,16 @@ export class PageCacheWarmer {
   readonly #pathOf: (layerDigest: Digest, path: string) => string | undefined;
   #ended = false;
 
-  /** `pathOf`: where a layer's file is under the mount; undefined skips it (layer not served). */
+  /**
+   * `pathOf`: where a layer's file is under the mount; undefined skips it (layer not served).
+   * Throws IMGSTREAM_INVALID_OPTION for `readers` outside 1..64.
+   */
   constructor(pathOf: (layerDigest: Digest, path: string) => string | undefined, options: PageCacheWarmerOptions = {}) {
+    const readers = options.readers ?? defaults.fuse.pageCacheReaders;
+    if (!Number.isInteger(readers) || readers < 1 || readers > 64) throw invalidOption('readers', `must be an integer from 1 to 64, got ${readers}`);
     this.#pathOf = pathOf;
     const started = performance.now();
-    this.#child = spawn(process.execPath, ['-e', READER, String(options.readers ?? defaults.fuse.pageCacheReaders)], { stdio: ['pipe', 'pipe', 'ignore'] });
+    this.#child = spawn(process.execPath, ['-e', READER, String(readers)], { stdio: ['pipe', 'pipe', 'ignore'] });
     let out = '';
     this.#child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
     this.#child.stdin!.on('error', () => undefined); // the reader was stopped
