@@ -7,7 +7,7 @@ import type { AddLayerOptions, LayerContent } from './content.js';
 import { Errno, errnoOf } from './errno.js';
 import { loadFuseNative } from './fuse-native.js';
 import type { FuseCallback, FuseConstructor, FuseInstance, FuseOps, FuseSignal } from './fuse-native.js';
-import { LayerView, parentOf } from './layer-view.js';
+import { LayerView, layerNeedsXattrs, parentOf } from './layer-view.js';
 import type { LayerNode } from './layer-view.js';
 import { findMount } from './mount-table.js';
 import { PageCacheWarmer, type PageCacheWarmerOptions } from './page-cache-warmer.js';
@@ -44,6 +44,18 @@ export interface ImgstreamFsOptions {
   staleCheckTimeoutMs?: number;
   /** Name shown as the mount's source in /proc/mounts. Default `imgstream`. */
   fsName?: string;
+  /**
+   * Serve extended attributes: the layers' own (`security.capability`, `user.*`, ...) and the
+   * `trusted.overlay.opaque` marker of opaque directories. Default true.
+   *
+   * With false the mount has none: the first getxattr or listxattr is answered ENOSYS and the
+   * kernel fails every later one itself (EOPNOTSUPP) without asking. overlayfs asks a lower dir
+   * for `trusted.overlay.metacopy` of every file and `trusted.overlay.opaque`/`redirect`/`origin`
+   * of every directory it looks up, so a container on such a mount makes no round trip to this
+   * process for those (python-scipy's start: ~3 000 of them). {@link addLayer} then refuses a
+   * layer that needs xattrs (`layerNeedsXattrs`).
+   */
+  xattrs?: boolean;
 }
 
 interface ResolvedOptions {
@@ -55,6 +67,7 @@ interface ResolvedOptions {
   allowOther: boolean;
   staleCheckTimeoutMs: number;
   fsName: string;
+  xattrs: boolean;
 }
 
 interface ImageRecord {
@@ -133,6 +146,7 @@ export class ImgstreamFs {
       allowOther: options.allowOther ?? true,
       staleCheckTimeoutMs: positive('staleCheckTimeoutMs', options.staleCheckTimeoutMs ?? defaults.fuse.staleCheckTimeoutMs),
       fsName: options.fsName ?? 'imgstream',
+      xattrs: options.xattrs ?? true,
     };
     if (!/^[A-Za-z0-9._-]+$/.test(this.opts.fsName)) throw invalidOption('fsName', 'only A-Z a-z 0-9 . _ - are allowed');
   }
@@ -218,12 +232,16 @@ export class ImgstreamFs {
   /**
    * Adds a layer under `layers/sha256=<hex>/`. Returns false (and changes nothing) when the
    * layer is already there. Throws IMGSTREAM_INVALID_INDEX when the index is unusable (no root,
-   * hard link to a missing entry).
+   * hard link to a missing entry), IMGSTREAM_INVALID_OPTION when the mount serves no xattrs
+   * (`xattrs: false`) and the layer needs them (`layerNeedsXattrs`).
    */
   addLayer(digest: Digest, content: LayerContent, options: AddLayerOptions = {}): boolean {
     this.assertOpen();
     const d = parseDigest(digest);
     if (this.layers.has(d)) return false;
+    if (!this.opts.xattrs && layerNeedsXattrs(content.index)) {
+      throw invalidOption('content', `layer ${d} has xattrs or opaque directories, which this mount does not serve (xattrs: false)`);
+    }
     this.removed.delete(d);
     const base = this.allocInos(`layer:${d}`, content.index.entries.size);
     this.layers.set(d, new LayerView(d, content, base));
@@ -405,6 +423,7 @@ export class ImgstreamFs {
   }
 
   private xattrsOf(path: string): ReadonlyMap<string, Uint8Array> | undefined | number {
+    if (!this.opts.xattrs) return Errno.ENOSYS;
     const r = this.resolve(path);
     if (typeof r === 'number') return r;
     return r.kind === 'layer' ? r.layer.xattrs(r.node) : undefined;

@@ -6,5 +6,5 @@ export { fetcherLayerContent } from './fetcher-content.js';
 export { PageCacheWarmer, type PageCacheWarmerOptions, type WarmStats } from './page-cache-warmer.js';
 export { Errno, errnoOf } from './errno.js';
 export { escapeImageRef, imageDirName, layerDirName, parseLayerDirName, unescapeImageRef } from './names.js';
-export { OPAQUE_XATTR } from './layer-view.js';
+export { OPAQUE_XATTR, layerNeedsXattrs } from './layer-view.js';
 export { checkFuseAvailable } from './fuse-native.js';

@@ -1,5 +1,5 @@
 import { ErrorCode, ImgstreamError } from '@imgstream/core';
-import type { Digest, FileEntry } from '@imgstream/core';
+import type { Digest, FileEntry, LayerIndex } from '@imgstream/core';
 import type { LayerContent } from './content.js';
 import { entryStat } from './stat.js';
 import type { FuseStat } from './stat.js';
@@ -7,6 +7,19 @@ import type { FuseStat } from './stat.js';
 /** The opaque-directory marker overlayfs reads from lower layers. */
 export const OPAQUE_XATTR = 'trusted.overlay.opaque';
 const OPAQUE_VALUE = new Uint8Array([0x79]); // 'y'
+
+/**
+ * True when a layer has something only extended attributes can show: an entry with xattrs
+ * (`security.capability`, `user.*`, ...) or an opaque directory (overlayfs reads the
+ * `trusted.overlay.opaque` marker). Such a layer needs a mount that serves xattrs
+ * (`ImgstreamFsOptions.xattrs`).
+ */
+export function layerNeedsXattrs(index: LayerIndex): boolean {
+  for (const e of index.entries.values()) {
+    if ((e.xattrs !== undefined && e.xattrs.size > 0) || (e.type === 'dir' && e.opaque === true)) return true;
+  }
+  return false;
+}
 
 /** One path of a layer as the filesystem serves it. */
 export interface LayerNode {
