@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { indexImage, parseReference, RegistryClient } from '@imgstream/core';
 import type { TreeEntry as LayerEntry } from '../helpers/tar-builder.ts';
@@ -66,6 +66,10 @@ test('imgstreamd with a real containerd: indexed gzip, eStargz and unindexed ima
     const run = await ctd.ctr(['run', '--rm', '--snapshotter', 'imgstream', c.ref, `run-${c.name}`, '/bin/busybox', 'sh', '-c', script], { timeoutMs: 120_000 });
     assert.equal(run.stdout, expectOut(c.name), `${c.name}: ${run.stderr}\n${daemon.log().slice(-4000)}`);
   }
+
+  // The streamed layers (none has xattrs) are also under the mount without xattrs, where containers read them
+  const plainLayers = await readdir(join(`${daemon.mountPoint}-noxattr`, 'layers'));
+  for (const d of indexed.layerDigests) assert.ok(plainLayers.includes(d.replace(':', '=')), `${d} in ${JSON.stringify(plainLayers)}`);
 
   // Only the indexed images' layers are remote snapshots.
   const info = async (name: string) =>
@@ -159,9 +163,13 @@ test('imgstreamd with a real containerd: indexed gzip, eStargz and unindexed ima
   assert.deepEqual(inUse.images.map((i) => i.key.split('@')[0]), [indexed.ref]);
 
   // Graceful shutdown: SIGTERM stops both children; the FUSE server unmounts.
-  assert.ok((await readFile('/proc/self/mountinfo', 'utf8')).includes(` ${daemon.mountPoint} `), 'FUSE mounted while running');
+  // both mounts (every layer; the layers without xattrs) are there while running, and gone after SIGTERM
+  const noXattr = `${daemon.mountPoint}-noxattr`;
+  const running = await readFile('/proc/self/mountinfo', 'utf8');
+  assert.ok(running.includes(` ${daemon.mountPoint} `) && running.includes(` ${noXattr} `), 'FUSE mounted while running');
   assert.equal(await daemon.stop(), 0, daemon.log().slice(-3000));
-  assert.ok(!(await readFile('/proc/self/mountinfo', 'utf8')).includes(` ${daemon.mountPoint} `), 'FUSE unmounted after SIGTERM');
+  const stopped = await readFile('/proc/self/mountinfo', 'utf8');
+  assert.ok(!stopped.includes(` ${daemon.mountPoint} `) && !stopped.includes(` ${noXattr} `), 'FUSE unmounted after SIGTERM');
   assert.ok(daemon.records().some((r) => r.msg === 'FUSE server stopped'));
   assert.ok(daemon.records().some((r) => r.msg === 'snapshotter stopped'));
 });

@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import { DockerConfigCredentials, ImagePrefetcher, ImageStreamer, PrefetchReportStore, RegistryClient, isImgstreamError, loadHostsDir, type Digest, type StreamedLayer } from '@imgstream/core';
-import { ImgstreamFs, fetcherLayerContent, type PageCacheWarmer } from '@imgstream/fuse';
+import { ImgstreamFs, fetcherLayerContent, layerNeedsXattrs, type PageCacheWarmer } from '@imgstream/fuse';
 import type { DaemonConfig } from './config.js';
 import { listenControl, type LayerRef, type LowerDirReply, type OpenLayerReply } from './control.js';
 import { startEventReporting } from './k8s.js';
@@ -34,9 +34,31 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
     downloadMaxDeferMs: config.downloadMaxDeferMs,
   });
   await streamer.ready();
+  // Every layer is under fs (and its images/ view). Layers without xattrs or opaque dirs (most)
+  // are also under plainFs, a mount without xattrs, and containers get them from there: the kernel
+  // never asks it for xattrs, while overlayfs asks a lower dir for several on every lookup.
   const fs = new ImgstreamFs({ mountPoint: config.mountPoint });
+  const plainFs = new ImgstreamFs({ mountPoint: noXattrMountPoint(config.mountPoint), fsName: 'imgstream-noxattr', xattrs: false });
   await fs.mount();
-  log.info({ mountPoint: config.mountPoint, layerCacheDir: config.layerCacheDir }, 'FUSE filesystem mounted');
+  try {
+    await plainFs.mount();
+  } catch (err) {
+    await fs.close();
+    throw err;
+  }
+  log.info({ mountPoint: config.mountPoint, noXattrMountPoint: plainFs.mountPoint, layerCacheDir: config.layerCacheDir }, 'FUSE filesystem mounted');
+  const needsXattrs = new Map<Digest, boolean>();
+  /** The mounts that show a layer: fs, and plainFs when the layer needs no xattrs. */
+  const mountsOf = (layer: StreamedLayer): ImgstreamFs[] => {
+    let x = needsXattrs.get(layer.digest);
+    if (x === undefined) needsXattrs.set(layer.digest, (x = layerNeedsXattrs(layer.index)));
+    return x ? [fs] : [fs, plainFs];
+  };
+  /** The mount containers read a layer from (the last of mountsOf). */
+  const servingMount = (digest: Digest): ImgstreamFs => (plainFs.listLayers().includes(digest) ? plainFs : fs);
+  const setLocalDir = (digest: Digest, dir: string): void => {
+    for (const m of [fs, plainFs]) if (m.mounted && m.listLayers().includes(digest)) m.setLayerLocalDir(digest, dir);
+  };
   const prefetcher = config.enablePrefetching
     ? new ImagePrefetcher({
         streamer,
@@ -54,29 +76,45 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
   });
   prefetcher?.on('replayed', (e) => log.info({ image: e.imageRef, blocks: e.result.blocks, bytes: e.result.bytes, skippedBlocks: e.result.skippedBlocks, failedBatches: e.result.failedBatches, durationMs: Math.round(e.result.durationMs) }, 'prefetch done'));
   // page-cache warm-up: the file ranges of the report, read through the mount as their blocks land
-  const warmers = new Map<Digest, PageCacheWarmer>();
+  const warmers = new Map<Digest, Map<ImgstreamFs, PageCacheWarmer>>();
   if (config.prefetchPageCache) {
-    prefetcher?.on('files-loaded', (e) => {
-      if (!fs.mounted) return;
+    /** The warm-up of an image through the mount that serves the layer to containers (its page cache is the one that helps). */
+    const warmerFor = (manifestDigest: Digest, layerDigest: Digest): PageCacheWarmer | undefined => {
+      if (!fs.mounted) return undefined;
       // the replay runs from the image's first Prepare: its other layers may not be attached yet
-      const layer = streamer.layer(e.layerDigest);
+      const layer = streamer.layer(layerDigest);
       if (layer !== undefined) showLayer(layer);
-      let warmer = warmers.get(e.manifestDigest);
+      const mount = servingMount(layerDigest);
+      const perMount = warmers.get(manifestDigest) ?? new Map<ImgstreamFs, PageCacheWarmer>();
+      warmers.set(manifestDigest, perMount);
+      let warmer = perMount.get(mount);
       if (warmer === undefined) {
         try {
-          warmer = fs.warmPageCache();
+          warmer = mount.warmPageCache();
         } catch {
-          return; // closing
+          return undefined; // closing
         }
-        warmers.set(e.manifestDigest, warmer);
+        perMount.set(mount, warmer);
       }
-      warmer.add(e.layerDigest, e.pieces);
-    });
+      return warmer;
+    };
+    prefetcher?.on('files-loaded', (e) => warmerFor(e.manifestDigest, e.layerDigest)?.add(e.layerDigest, e.pieces));
     prefetcher?.on('replayed', (e) => {
-      const warmer = warmers.get(e.manifestDigest);
-      if (warmer === undefined) return;
+      const perMount = warmers.get(e.manifestDigest);
+      if (perMount === undefined) return;
       warmers.delete(e.manifestDigest);
-      void warmer.end().then((w) => log.info({ image: e.imageRef, files: w.files, bytes: w.bytes, errors: w.errors, durationMs: Math.round(w.durationMs) }, 'page cache warmed with the prefetched files'));
+      void Promise.all([...perMount.values()].map((w) => w.end())).then((all) =>
+        log.info(
+          {
+            image: e.imageRef,
+            files: all.reduce((n, w) => n + w.files, 0),
+            bytes: all.reduce((n, w) => n + w.bytes, 0),
+            errors: all.reduce((n, w) => n + w.errors, 0),
+            durationMs: Math.round(Math.max(...all.map((w) => w.durationMs))),
+          },
+          'page cache warmed with the prefetched files',
+        ),
+      );
     });
   }
   prefetcher?.on('replay-stats', (e) => log.info({ image: e.imageRef, hits: e.hits, misses: e.misses }, 'prefetch hits and misses of the start-up window'));
@@ -90,11 +128,8 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
     log.info({ layer: e.layerDigest, dir: e.dir, bytes: e.bytes, durationMs: Math.round(e.durationMs) }, 'layer downloaded: new containers use the local copy');
     // a layer an image's prefetch recording reads stays on the fetcher until the recording ends
     const recorded = prefetcher?.whenRecorded(e.layerDigest);
-    if (recorded === undefined) {
-      if (fs.listLayers().includes(e.layerDigest)) fs.setLayerLocalDir(e.layerDigest, e.dir);
-    } else {
-      void recorded.then(() => fs.listLayers().includes(e.layerDigest) && fs.setLayerLocalDir(e.layerDigest, e.dir));
-    }
+    if (recorded === undefined) setLocalDir(e.layerDigest, e.dir);
+    else void recorded.then(() => setLocalDir(e.layerDigest, e.dir));
   });
   const downloading = new Set<string>();
   streamer.on('download-bytes', (e) => {
@@ -116,9 +151,11 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
 
   /** Puts a layer under the mount's layers/ if it is not there, pointing at its local copy once complete. */
   const showLayer = (layer: StreamedLayer): void => {
-    if (!fs.listLayers().includes(layer.digest)) fs.addLayer(layer.digest, fetcherLayerContent(streamer.fetcher, layer));
     const { localDir } = streamer.layerState(layer.digest);
-    if (localDir !== undefined) fs.setLayerLocalDir(layer.digest, localDir);
+    for (const m of mountsOf(layer)) {
+      if (!m.listLayers().includes(layer.digest)) m.addLayer(layer.digest, fetcherLayerContent(streamer.fetcher, layer));
+      if (localDir !== undefined) m.setLayerLocalDir(layer.digest, localDir);
+    }
   };
   const imagesAdded = new Set<string>();
   const attach = async (req: LayerRef): Promise<OpenLayerReply> => {
@@ -140,7 +177,7 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
           clearTimeout(timer);
         }
       }
-      return { remote: true, dir: fs.layerPath(digest), imageKey: layer.imageKey, manifestDigest: layer.manifestDigest, format: layer.format };
+      return { remote: true, dir: servingMount(digest).layerPath(digest), imageKey: layer.imageKey, manifestDigest: layer.manifestDigest, format: layer.format };
     } catch (err) {
       if (!isImgstreamError(err)) throw err;
       return { remote: false, code: err.code, reason: err.message };
@@ -172,7 +209,7 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
         await stopped;
         if (metricsServer !== undefined) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
         await reporting.close();
-        await fs.close().catch((err: unknown) => log.error({ err: String(err) }, 'unmount failed'));
+        for (const m of [plainFs, fs]) await m.close().catch((err: unknown) => log.error({ mountPoint: m.mountPoint, err: String(err) }, 'unmount failed'));
         await prefetcher?.close();
         await streamer.close();
         await registry.close();
@@ -181,4 +218,9 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
       return closing;
     },
   };
+}
+
+/** Where the mount without xattrs goes: beside the main one, `<mount point>-noxattr`. */
+export function noXattrMountPoint(mountPoint: string): string {
+  return `${mountPoint.replace(/\/+$/, '')}-noxattr`;
 }
