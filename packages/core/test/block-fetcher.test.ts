@@ -431,3 +431,41 @@ test('range-read buffers are reused; blocks that are views of a fetched buffer (
   }
   assert.ok(given > 0);
 });
+
+test('readInto: bytes land in the caller\'s buffer (holes zeroed, short at the end of the file); after an abort the buffer is left alone', async (t) => {
+  const { files, tar, index } = await makeLayer(5);
+  const server = await startRangeServer(t, tar, { delayMs: 100 });
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 << 20, readAheadBytes: 0, layerReadAheadBytes: 0, layerReadBehindBytes: 0 });
+  t.after(() => fetcher.close());
+  const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
+  const f = files.find((x) => x.content.byteLength > 1100)!;
+  const entry = file(index, f.path);
+
+  // aborted while its block is on the way: rejects, and the buffer is never written
+  const untouched = Buffer.alloc(1000, 0xee);
+  const ac = new AbortController();
+  const reason = new Error('kernel gave up');
+  const aborted = fetcher.readInto(layer, entry, 0, untouched, { signal: ac.signal });
+  const other = fetcher.read(layer, entry, 0, 10); // keeps the shared fetch going: the block does arrive
+  setTimeout(() => ac.abort(reason), 20);
+  await assert.rejects(aborted, (e) => e === reason);
+  assert.deepEqual(Buffer.from(await other), Buffer.from(f.content.subarray(0, 10)));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.ok(untouched.every((b) => b === 0xee));
+
+  const target = Buffer.alloc(1000, 0xee);
+  assert.equal(await fetcher.readInto(layer, entry, 10, target), 1000);
+  assert.deepEqual(target, Buffer.from(f.content.subarray(10, 1010)));
+  // past the end of the file: only what is there; the rest of the buffer is not touched
+  const tail = Buffer.alloc(100, 0xee);
+  assert.equal(await fetcher.readInto(layer, entry, entry.size - 30, tail), 30);
+  assert.deepEqual(tail.subarray(0, 30), Buffer.from(f.content.subarray(entry.size - 30)));
+  assert.ok(tail.subarray(30).every((b) => b === 0xee));
+  // holes of a sparse file are zeroed in the caller's buffer
+  const e0 = entry.extents![0]!;
+  const sparse = { size: 10_000, extents: [{ fileOffset: 5000, length: 100, block: e0.block, blockOffset: e0.blockOffset }] };
+  const holey = Buffer.alloc(200, 0xee);
+  assert.equal(await fetcher.readInto(layer, sparse, 4990, holey), 200);
+  assert.ok(holey.subarray(0, 10).every((b) => b === 0) && holey.subarray(110).every((b) => b === 0));
+  assert.deepEqual(holey.subarray(10, 110), Buffer.from(f.content.subarray(0, 100)));
+});

@@ -15,6 +15,13 @@ export interface LayerContent {
    * reported as EIO), and should reject with `options.signal.reason` when the signal aborts.
    */
   read(entry: FileEntry, offset: number, length: number, options: { signal?: AbortSignal }): Promise<Uint8Array>;
+  /**
+   * Optional: like {@link read}, into `target` (the kernel's buffer, `target.byteLength` bytes),
+   * resolving with the bytes written (anything but all of them is reported as EIO). Spares an
+   * allocation and a copy per FUSE read. Must not write to `target` once `options.signal` has
+   * aborted: the filesystem hands the buffer back to libfuse then.
+   */
+  readInto?(entry: FileEntry, offset: number, target: Uint8Array, options: { signal?: AbortSignal }): Promise<number>;
 }
 
 /** Options of {@link ImgstreamFs.addLayer}. */

@@ -614,15 +614,23 @@ export class ImgstreamFs {
       );
     }, this.opts.readTimeoutMs);
     try {
-      const bytes = await abortable(file.layer.content.read(entry, pos, want, { signal: ac.signal }), ac.signal);
-      if (bytes.length !== want) {
-        throw new ImgstreamError(ErrorCode.CORRUPT_DATA, `content source returned ${bytes.length} bytes of ${entry.path}, expected ${want}`, {
+      const { content } = file.layer;
+      let got: number;
+      if (content.readInto !== undefined) {
+        // straight into the kernel's buffer; the source stops writing to it once ac aborts
+        got = await abortable(content.readInto(entry, pos, buf.subarray(0, want), { signal: ac.signal }), ac.signal);
+      } else {
+        const bytes = await abortable(content.read(entry, pos, want, { signal: ac.signal }), ac.signal);
+        got = bytes.length;
+        if (got === want) buf.set(bytes, 0);
+      }
+      if (got !== want) {
+        throw new ImgstreamError(ErrorCode.CORRUPT_DATA, `content source returned ${got} bytes of ${entry.path}, expected ${want}`, {
           digest: file.layer.digest,
           path: entry.path,
           range: { offset: pos, length: want },
         });
       }
-      buf.set(bytes, 0);
       return want;
     } finally {
       clearTimeout(timer);

@@ -201,24 +201,38 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
    * Holes read as zeros. Rejects with `signal.reason` when aborted.
    */
   async read(layer: FetchLayer, file: ReadTarget, offset: number, length: number, options: BlockReadOptions = {}): Promise<Uint8Array> {
+    nonNegativeInt('length', length);
+    const out = new Uint8Array(Math.max(0, Math.min(file.size, offset + length) - offset));
+    const n = await this.readInto(layer, file, offset, out, options);
+    return n === out.byteLength ? out : out.subarray(0, n);
+  }
+
+  /**
+   * Like {@link read}, into `target` (up to `target.byteLength` bytes); resolves with the number of
+   * bytes written. No allocation per read: a FUSE server passes the kernel's buffer. `target` is
+   * not written to once `signal` has aborted, so the caller may give it back right away.
+   */
+  async readInto(layer: FetchLayer, file: ReadTarget, offset: number, target: Uint8Array, options: BlockReadOptions = {}): Promise<number> {
     this.#checkOpen();
     nonNegativeInt('offset', offset);
-    nonNegativeInt('length', length);
     const { signal } = options;
     const priority = options.priority ?? 'foreground';
     signal?.throwIfAborted();
     const started = performance.now();
     const digest = layer.index.layerDigest;
-    const end = Math.min(file.size, offset + length);
-    if (end <= offset) return new Uint8Array(0);
+    const end = Math.min(file.size, offset + target.byteLength);
+    if (end <= offset) return 0;
 
     if (this.#layerCache !== undefined && file.path !== undefined) {
       const release = this.#layerCache.pin(digest);
       if (release !== undefined) {
         try {
-          const out = await readLocal(await this.#localPath(digest, file.path), offset, end - offset, signal);
-          this.#emitRead({ layerDigest: digest, path: file.path, offset, bytes: out.byteLength, latencyMs: performance.now() - started, priority, local: true, cacheHits: 0, cacheMisses: 0 });
-          return out;
+          // into a buffer of its own: the pool thread must not write into `target` after an abort
+          const local = await readLocal(await this.#localPath(digest, file.path), offset, end - offset, signal);
+          signal?.throwIfAborted();
+          target.set(local, 0);
+          this.#emitRead({ layerDigest: digest, path: file.path, offset, bytes: local.byteLength, latencyMs: performance.now() - started, priority, local: true, cacheHits: 0, cacheMisses: 0 });
+          return local.byteLength;
         } finally {
           release();
         }
@@ -226,7 +240,8 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
     }
 
     const pieces = piecesInRange(file.extents ?? [], offset, end);
-    const out = new Uint8Array(end - offset);
+    // holes read as zeros
+    if (pieces.reduce((n, p) => n + p.length, 0) < end - offset) target.fill(0, 0, end - offset);
     const byBlock = new Map<number, Piece[]>();
     for (const p of pieces) {
       const list = byBlock.get(p.block);
@@ -239,21 +254,24 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
       const round = blocks.slice(i, i + this.maxReadBlocks);
       const missesBefore = counts.misses;
       const data = await this.#getBlocks(layer, round, priority, signal, counts);
+      signal?.throwIfAborted();
       if (priority === 'foreground' && counts.misses > missesBefore) this.#layerReadAround(layer, round);
-      for (const p of round.flatMap((b) => byBlock.get(b)!)) {
-        const bytes = data.get(p.block)!;
-        const src = p.blockOffset;
-        if (src + p.length > bytes.byteLength) {
-          throw new ImgstreamError(ErrorCode.INVALID_INDEX, `extent runs past the end of block ${p.block}`, { digest });
+      for (const b of round) {
+        for (const p of byBlock.get(b)!) {
+          const bytes = data.get(p.block)!;
+          const src = p.blockOffset;
+          if (src + p.length > bytes.byteLength) {
+            throw new ImgstreamError(ErrorCode.INVALID_INDEX, `extent runs past the end of block ${p.block}`, { digest });
+          }
+          target.set(bytes.subarray(src, src + p.length), p.fileOffset - offset);
         }
-        out.set(bytes.subarray(src, src + p.length), p.fileOffset - offset);
       }
     }
 
     if (priority === 'foreground') this.scheduler.touch();
     if (priority !== 'background') this.#readAhead(layer, file, offset, end);
-    this.#emitRead({ layerDigest: digest, path: file.path, offset, bytes: out.byteLength, latencyMs: performance.now() - started, priority, local: false, cacheHits: counts.hits, cacheMisses: counts.misses });
-    return out;
+    this.#emitRead({ layerDigest: digest, path: file.path, offset, bytes: end - offset, latencyMs: performance.now() - started, priority, local: false, cacheHits: counts.hits, cacheMisses: counts.misses });
+    return end - offset;
   }
 
   /**
