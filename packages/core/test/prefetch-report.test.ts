@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import {
   BlockFetcher,
   BufferRangeReader,
@@ -200,4 +201,38 @@ test('warm-up plan: a file range comes out once every block it lies in is loaded
   assert.deepEqual(plan.loaded(d, [...pyBlocks, ...bigBlocks]), [{ path: 'usr/bin/python', offset: 0, length: 150_000 }]);
   assert.deepEqual(plan.loaded(d, pyBlocks), [], 'handed out once');
   assert.equal(plan.pending, 0);
+});
+
+test('replay: one abort listener on the caller\'s signal (no MaxListeners warning for many blocks in flight), removed when done; aborting stops it', async () => {
+  const { blob, index } = await landmarkLayer();
+  const all = { ...landmarkPrefetchReport(manifest, [index])!, ranges: [{ layer: 0, first: 0, count: index.blocks.length }] };
+  assert.ok(index.blocks.length > 10, `${index.blocks.length} blocks: more than the default 10 listeners`);
+  const warnings: string[] = [];
+  const onWarning = (w: Error): void => void warnings.push(w.name);
+  process.on('warning', onWarning);
+  try {
+    const outer = new AbortController();
+    const fetcher = new BlockFetcher({ readAheadBytes: 0 });
+    const layers = new Map([[index.layerDigest, { index, reader: new BufferRangeReader(blob) }]]);
+    const replay = new PrefetchReplay({ fetcher, report: all, layers, signal: outer.signal, batchBytes: 64 << 20 });
+    assert.equal(getEventListeners(outer.signal, 'abort').length, 1);
+    assert.equal((await replay.done).blocks, index.blocks.length);
+    assert.equal(getEventListeners(outer.signal, 'abort').length, 0);
+    await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+    assert.deepEqual(warnings, []);
+    fetcher.close();
+
+    // aborted before it starts: nothing is fetched
+    const gone = new AbortController();
+    gone.abort(new Error('closing'));
+    const fetcher2 = new BlockFetcher({ readAheadBytes: 0 });
+    const fetches: FetchEvent[] = [];
+    fetcher2.on('fetch', (e) => fetches.push(e));
+    const stopped = await new PrefetchReplay({ fetcher: fetcher2, report: all, layers, signal: gone.signal }).done;
+    assert.equal(stopped.blocks, 0);
+    assert.equal(fetches.length, 0);
+    fetcher2.close();
+  } finally {
+    process.off('warning', onWarning);
+  }
 });

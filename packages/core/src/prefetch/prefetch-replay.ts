@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { defaults } from '../defaults.js';
 import type { Digest } from '../digest.js';
 import { invalidOption } from '../errors.js';
@@ -154,6 +155,16 @@ export class PrefetchReplay {
       }
     }
 
+    // The replay waits for each block in flight on a signal (one listener each, removed when the
+    // block settles): its own, so the caller's signal gets one listener per replay, not hundreds.
+    const ac = new AbortController();
+    setMaxListeners(0, ac.signal);
+    const outer = options.signal;
+    const onAbort = (): void => ac.abort(outer?.reason);
+    if (outer?.aborted === true) onAbort();
+    else outer?.addEventListener('abort', onAbort, { once: true });
+    const signal = ac.signal;
+
     let firstDone!: () => void;
     this.firstBatch = new Promise<void>((resolve) => (firstDone = resolve));
     if (batches.length === 0) firstDone();
@@ -162,14 +173,14 @@ export class PrefetchReplay {
     let bytes = 0;
     let failed = 0;
     const worker = async (): Promise<void> => {
-      while (next < batches.length && options.signal?.aborted !== true) {
+      while (next < batches.length && !signal.aborted) {
         const i = next++;
         const batch = batches[i]!;
         try {
           await Promise.all(
             [...batch.byLayer].map(async ([digest, list]) => {
               const layer = this.#layers.get(digest)!;
-              await this.#fetcher.loadBlocks(layer, list, { priority: 'prefetch', ...(options.signal !== undefined ? { signal: options.signal } : {}) });
+              await this.#fetcher.loadBlocks(layer, list, { priority: 'prefetch', signal });
               for (const b of list) {
                 blocks++;
                 bytes += layer.index.blocks[b]!.uncompressedSize;
@@ -190,6 +201,7 @@ export class PrefetchReplay {
     };
     this.#fetcher.on('cache', this.#onCache);
     this.done = Promise.all(Array.from({ length: Math.min(parallel, Math.max(batches.length, 1)) }, () => worker())).then(() => {
+      outer?.removeEventListener('abort', onAbort);
       firstDone();
       return { reportBlocks, blocks, bytes, skippedBlocks: skipped, batches: batches.length, failedBatches: failed, durationMs: performance.now() - started };
     });
