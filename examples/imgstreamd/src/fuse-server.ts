@@ -54,8 +54,8 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
     if (x === undefined) needsXattrs.set(layer.digest, (x = layerNeedsXattrs(layer.index)));
     return x ? [fs] : [fs, plainFs];
   };
-  /** The mount containers read a layer from (the last of mountsOf). */
-  const servingMount = (digest: Digest): ImgstreamFs => (plainFs.listLayers().includes(digest) ? plainFs : fs);
+  /** The mount containers read a shown layer from (the last of mountsOf). */
+  const servingMount = (digest: Digest): ImgstreamFs => (needsXattrs.get(digest) === false ? plainFs : fs);
   const setLocalDir = (digest: Digest, dir: string): void => {
     for (const m of [fs, plainFs]) if (m.mounted && m.listLayers().includes(digest)) m.setLayerLocalDir(digest, dir);
   };
@@ -221,6 +221,6 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
 }
 
 /** Where the mount without xattrs goes: beside the main one, `<mount point>-noxattr`. */
-export function noXattrMountPoint(mountPoint: string): string {
+function noXattrMountPoint(mountPoint: string): string {
   return `${mountPoint.replace(/\/+$/, '')}-noxattr`;
 }
