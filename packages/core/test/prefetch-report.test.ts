@@ -236,3 +236,50 @@ test('replay: one abort listener on the caller\'s signal (no MaxListeners warnin
     process.off('warning', onWarning);
   }
 });
+
+test('replay: the first batch goes alone; the other batches start once it has settled, several at once', async () => {
+  const { blob, index } = await landmarkLayer();
+  const all = { ...landmarkPrefetchReport(manifest, [index])!, ranges: [{ layer: 0, first: 0, count: index.blocks.length }] };
+  const inner = new BufferRangeReader(blob);
+  const started: number[] = [];
+  let releaseFirst!: () => void;
+  const firstGate = new Promise<void>((resolve) => (releaseFirst = resolve));
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const reader = {
+    get size() {
+      return inner.size;
+    },
+    async readRange(offset: number, length: number, options: { signal?: AbortSignal } = {}) {
+      started.push(offset);
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      try {
+        if (started.length === 1) await firstGate;
+        else await new Promise((r) => setTimeout(r, 5));
+        return await inner.readRange(offset, length, options);
+      } finally {
+        inFlight--;
+      }
+    },
+  };
+  const fetcher = new BlockFetcher({ readAheadBytes: 0 });
+  try {
+    const layers = new Map([[index.layerDigest, { index, reader }]]);
+    // small batches (64 KiB), no gap filling: about one range request per batch
+    const replay = new PrefetchReplay({ fetcher, report: all, layers, batchBytes: 65536, maxGapBytes: 0, parallelBatches: 4 });
+    let firstSettled = false;
+    void replay.firstBatch.then(() => (firstSettled = true));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(started, [index.blocks[0]!.compressedOffset], 'only the first batch is fetched while it is in flight');
+    assert.equal(firstSettled, false);
+    releaseFirst();
+    const result = await replay.done;
+    assert.equal(firstSettled, true);
+    assert.equal(result.blocks, index.blocks.length);
+    assert.ok(started.length > 4, `${started.length} range requests`);
+    assert.ok(maxInFlight > 1 && maxInFlight <= 4, `then up to 4 batches at once (saw ${maxInFlight})`);
+  } finally {
+    fetcher.close();
+  }
+});

@@ -15,7 +15,10 @@ export interface PrefetchReplayOptions {
   layers: ReadonlyMap<Digest, FetchLayer>;
   /** Most decoded bytes fetched; blocks past it (in report order) are skipped. Default `defaults.prefetch.budgetBytes`. */
   budgetBytes?: number;
-  /** Batches fetched at once. Default `defaults.prefetch.parallelBatches`. */
+  /**
+   * Batches fetched at once, after the first batch: that one goes alone (container creation waits
+   * for it, see `firstBatch`). Default `defaults.prefetch.parallelBatches`.
+   */
   parallelBatches?: number;
   /**
    * Decoded bytes per batch; a batch's adjacent blocks go out as one range request. The first
@@ -67,8 +70,8 @@ interface Batch {
 
 /**
  * Fetches the blocks of a prefetch report at `prefetch` priority (above background downloads,
- * below foreground reads): in report order, cut into batches of about `batchBytes`, several
- * batches at once, adjacent blocks merged into one range request, within `budgetBytes`. Counts
+ * below foreground reads): in report order, cut into batches of about `batchBytes`, the first
+ * alone, then several batches at once, adjacent blocks merged into one range request, within `budgetBytes`. Counts
  * prefetch hits (a block's first foreground read found it in the cache, and the replay fetches it) and misses (a first
  * foreground read of a layer of the image that had to wait for the network) until stop().
  */
@@ -172,7 +175,10 @@ export class PrefetchReplay {
     let blocks = 0;
     let bytes = 0;
     let failed = 0;
-    const worker = async (): Promise<void> => {
+    // The first batch goes alone: container creation waits for it (`firstBatch`), so it gets the
+    // whole link and CPU; the other lanes start once it has settled.
+    const worker = async (lane: number): Promise<void> => {
+      if (lane > 0) await this.firstBatch;
       while (next < batches.length && !signal.aborted) {
         const i = next++;
         const batch = batches[i]!;
@@ -200,7 +206,7 @@ export class PrefetchReplay {
       }
     };
     this.#fetcher.on('cache', this.#onCache);
-    this.done = Promise.all(Array.from({ length: Math.min(parallel, Math.max(batches.length, 1)) }, () => worker())).then(() => {
+    this.done = Promise.all(Array.from({ length: Math.min(parallel, Math.max(batches.length, 1)) }, (_v, lane) => worker(lane))).then(() => {
       outer?.removeEventListener('abort', onAbort);
       firstDone();
       return { reportBlocks, blocks, bytes, skippedBlocks: skipped, batches: batches.length, failedBatches: failed, durationMs: performance.now() - started };
