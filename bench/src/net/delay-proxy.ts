@@ -33,9 +33,6 @@ export interface DelayProxyStats {
   lastDownstreamMs: number | null;
 }
 
-/** A chunk due this close to now is released at once (ms). */
-const RELEASE_EARLY_MS = 0.75;
-
 interface Chunk {
   releaseAt: number;
   data: Buffer | null; // null = end of stream
@@ -51,6 +48,7 @@ class DelayedPipe {
   private head = 0;
   private queuedBytes = 0;
   private timer: NodeJS.Timeout | null = null;
+  private immediate: NodeJS.Immediate | null = null;
   private paused = false;
 
   constructor(
@@ -80,27 +78,32 @@ class DelayedPipe {
   }
 
   private arm(): void {
-    if (this.timer !== null || this.head >= this.queue.length) return;
+    if (this.timer !== null || this.immediate !== null || this.head >= this.queue.length) return;
     const next = this.queue[this.head]!;
     const wait = next.releaseAt - performance.now();
-    if (wait <= RELEASE_EARLY_MS) {
+    if (wait <= 0.05) {
       this.release();
       return;
     }
-    // Timers have millisecond granularity and fire up to ~1 ms late; a chunk due within
-    // RELEASE_EARLY_MS of the timer goes with it. No polling: the proxy stands in for a network and
-    // must not take CPU from the node it shares the machine with.
+    if (wait < 1.2) {
+      // Timers have millisecond granularity and fire late: poll the last stretch.
+      this.immediate = setImmediate(() => {
+        this.immediate = null;
+        this.arm();
+      });
+      return;
+    }
     this.timer = setTimeout(() => {
       this.timer = null;
       this.arm();
-    }, Math.max(1, Math.floor(wait)));
+    }, Math.floor(wait - 1));
   }
 
   private release(): void {
     const now = performance.now();
     while (this.head < this.queue.length) {
       const chunk = this.queue[this.head]!;
-      if (chunk.releaseAt > now + RELEASE_EARLY_MS) break;
+      if (chunk.releaseAt > now + 0.05) break;
       this.head++;
       if (chunk.data === null) {
         this.dst.end();
@@ -127,7 +130,9 @@ class DelayedPipe {
 
   dispose(): void {
     if (this.timer !== null) clearTimeout(this.timer);
+    if (this.immediate !== null) clearImmediate(this.immediate);
     this.timer = null;
+    this.immediate = null;
   }
 }
 
