@@ -146,8 +146,12 @@ export const defaults = Object.freeze({
     budgetBytes: 256 * 1024 * 1024,
     /** Longest time container creation waits for the first prefetch batch, ms. */
     waitMs: 1_000,
-    /** Prefetch batches fetched at once. */
-    parallelBatches: 4,
+    /**
+     * Prefetch batches fetched at once (after the first, which goes alone). 2: a replay is bound by
+     * the node's CPU (fetch, verify, inflate) before the link; with 4 lanes, prefetched starts were
+     * ~0.4 s slower (docs/benchmarks.md, "Prefetch", fifth run).
+     */
+    parallelBatches: 2,
     /** Decoded bytes in one batch (one or a few merged range requests): 8 MiB. */
     batchBytes: 8 * 1024 * 1024,
     /** Unlisted blocks between two listed ones of a batch are fetched too when their compressed bytes are at most this (one request instead of two): 512 KiB. */
