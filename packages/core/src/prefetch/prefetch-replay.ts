@@ -71,9 +71,10 @@ interface Batch {
 /**
  * Fetches the blocks of a prefetch report at `prefetch` priority (above background downloads,
  * below foreground reads): in report order, cut into batches of about `batchBytes`, the first
- * alone, then several batches at once, adjacent blocks merged into one range request, within `budgetBytes`. Counts
- * prefetch hits (a block's first foreground read found it in the cache, and the replay fetches it) and misses (a first
- * foreground read of a layer of the image that had to wait for the network) until stop().
+ * alone, then several batches at once, adjacent blocks merged into one range request, within
+ * `budgetBytes`. Counts prefetch hits (a block's first foreground read found it in the cache, and
+ * the replay fetches it) and misses (a first foreground read of a layer of the image that had to
+ * wait for the network) until stop().
  */
 export class PrefetchReplay {
   /** Resolves when the first batch has settled (immediately when there is nothing to fetch). */

@@ -30,7 +30,7 @@ export interface ImagePrefetcherOptions {
   budgetBytes?: number;
   /** Longest time {@link ImagePrefetcher.startImage} waits for the first batch, ms. Default `defaults.prefetch.waitMs`. */
   waitMs?: number;
-  /** Batches fetched at once. Default `defaults.prefetch.parallelBatches`. */
+  /** Batches fetched at once after the first, which goes alone (`PrefetchReplayOptions.parallelBatches`). Default `defaults.prefetch.parallelBatches`. */
   parallelBatches?: number;
   /** Decoded bytes per batch. Default `defaults.prefetch.batchBytes`. */
   batchBytes?: number;
