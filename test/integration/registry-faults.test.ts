@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import diagnostics from 'node:diagnostics_channel';
 import { ErrorCode, ImgstreamError, RegistryClient, parseReference, type RegistryClientOptions } from '@imgstream/core';
 import { startRegistry, startTokenAuthRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { startFaultProxy, type FaultRule } from '../helpers/fault-proxy.ts';
@@ -201,8 +202,62 @@ test('redirects to a storage origin are followed without sending Authorization t
   assert.ok((await streamAll(c, `${front.host}/s/app:v1`, img.manifest.layers[1]!)).equals(raw));
   assert.ok(storage.log.length >= 2);
   const frontBlobGets = front.log.filter((e) => BLOB.test(e.path));
-  assert.ok(frontBlobGets.length >= 2 && frontBlobGets.every((e) => e.headers.authorization?.startsWith('Basic ')), 'the registry itself got credentials');
+  assert.ok(frontBlobGets.length >= 1 && frontBlobGets.every((e) => e.headers.authorization?.startsWith('Basic ')), 'the registry itself got credentials');
   assert.ok(storage.log.every((e) => e.headers.authorization === undefined), 'no Authorization sent to the storage origin');
+});
+
+test('a blob read goes straight to where the registry last redirected it, until that is stale or fails', async (t) => {
+  const reg = await startRegistry(t);
+  const raw = randomBytes(200_000);
+  const img = await pushTinyImage(client(t), `${reg.host}/r/app:v1`, { rawLayers: [raw] });
+  const storage = await startFaultProxy(t, reg.url);
+  const front = await startFaultProxy(t, reg.url, [{ method: 'GET', path: BLOB, fault: { kind: 'redirect', status: 307, to: (p) => `${storage.url}${p}` } }]);
+  let now = 1_000_000;
+  const c = client(t, { now: () => now, blobLocationTtlMs: 60_000 });
+  const ref = parseReference(`${front.host}/r/app:v1`);
+  const layer = img.manifest.layers[1]!;
+  const reader = c.blobReader(ref, layer);
+  const frontGets = () => front.log.filter((e) => BLOB.test(e.path) && e.path.includes(layer.digest)).length;
+  const storageGets = () => storage.log.filter((e) => e.path.includes(layer.digest)).length;
+  const dropped: unknown[] = [];
+  const onDrop = (m: unknown) => dropped.push(m);
+  diagnostics.subscribe('imgstream:core:registry-blob-location-dropped', onDrop);
+  t.after(() => diagnostics.unsubscribe('imgstream:core:registry-blob-location-dropped', onDrop));
+  // ten range reads and a whole download: the registry is asked once
+  for (let i = 0; i < 10; i++) assert.ok(Buffer.from(await reader.readRange(i * 1000, 500)).equals(raw.subarray(i * 1000, i * 1000 + 500)));
+  assert.ok((await streamAll(c, `${front.host}/r/app:v1`, layer)).equals(raw));
+  assert.equal(frontGets(), 1);
+  assert.equal(storageGets(), 11);
+  // another blob has its own entry
+  await c.fetchBlob(ref, img.manifest.config);
+  assert.equal(front.log.filter((e) => e.path.includes(img.manifest.config.digest)).length, 1);
+  // the storage URL stops working (an expired signature): dropped, the registry asked again, the read succeeds
+  storage.setRules([{ method: 'GET', times: 1, fault: { kind: 'status', status: 403 } }]);
+  assert.ok(Buffer.from(await reader.readRange(7, 70)).equals(raw.subarray(7, 77)));
+  assert.equal(frontGets(), 2);
+  assert.equal(storageGets(), 13);
+  assert.equal(dropped.length, 1);
+  assert.match((dropped[0] as { reason: string }).reason, /HTTP 403/);
+  // reused again after the refresh
+  await reader.readRange(0, 10);
+  assert.equal(frontGets(), 2);
+  // stale after the TTL: the registry is asked again
+  now += 60_001;
+  await reader.readRange(0, 10);
+  assert.equal(frontGets(), 3);
+  // a storage origin that is gone: the registry is asked, and its fresh redirect is used
+  const storage2 = await startFaultProxy(t, reg.url);
+  front.setRules([{ method: 'GET', path: BLOB, fault: { kind: 'redirect', status: 307, to: (p) => `${storage2.url}${p}` } }]);
+  await storage.stop();
+  assert.ok(Buffer.from(await reader.readRange(100, 1000)).equals(raw.subarray(100, 1100)));
+  assert.equal(frontGets(), 4);
+  assert.equal(storage2.log.length, 1);
+  assert.equal(dropped.length, 2);
+  // 0 turns it off: every read asks the registry
+  const off = client(t, { blobLocationTtlMs: 0 });
+  const before = frontGets();
+  for (let i = 0; i < 3; i++) await off.blobReader(ref, layer).readRange(i, 1);
+  assert.equal(frontGets(), before + 3);
 });
 
 test('mirrors: a working mirror serves pulls; a failing one falls back to the registry', async (t) => {

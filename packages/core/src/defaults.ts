@@ -20,6 +20,14 @@ export const defaults = Object.freeze({
     maxRetryAfterMs: 10_000,
     /** Redirects followed per request. */
     maxRedirects: 5,
+    /**
+     * How long the storage URL a registry redirected a blob read to is reused for further reads of
+     * that blob without asking the registry again, ms (0: never). A reused URL that fails is
+     * dropped and the registry asked again, so the value only bounds how stale it may get.
+     */
+    blobLocationTtlMs: 60_000,
+    /** Blobs whose redirect target is remembered at once (oldest dropped first). */
+    maxBlobLocations: 1024,
     /** Largest manifest or index accepted, bytes. */
     maxManifestBytes: 4 * 1024 * 1024,
     /** Largest image config blob accepted, bytes. */

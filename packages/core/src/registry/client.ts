@@ -16,6 +16,7 @@ import { backoffDelayMs, isRetryableNetworkError, parseRetryAfterMs, sleep, Trun
 const requestChannel = channel('core:registry-request');
 const retryChannel = channel('core:registry-retry');
 const mirrorChannel = channel('core:registry-mirror-fallback');
+const blobLocationChannel = channel('core:registry-blob-location-dropped');
 
 /** A mirror of a registry (containerd `hosts.toml` `[host."…"]` entry). */
 export interface RegistryMirror {
@@ -57,6 +58,12 @@ export interface RegistryClientOptions {
   maxRetryAfterMs?: number;
   /** Redirects followed per request. Default {@link defaults}.registry.maxRedirects. */
   maxRedirects?: number;
+  /**
+   * How long a blob read's redirect target (the CDN or storage URL most registries send blob
+   * downloads to) is reused for further reads of that blob, ms; 0 asks the registry every time.
+   * Default {@link defaults}.registry.blobLocationTtlMs.
+   */
+  blobLocationTtlMs?: number;
   /** Largest manifest accepted, bytes. Default {@link defaults}.registry.maxManifestBytes. */
   maxManifestBytes?: number;
   /** Largest image config accepted, bytes. Default {@link defaults}.registry.maxConfigBytes. */
@@ -149,6 +156,8 @@ interface RegistryRequest {
   signal?: AbortSignal | undefined;
   /** Endpoint to use (uploads continue where they started). */
   endpoint?: Endpoint;
+  /** A blob read: remember where the registry redirects it and go there directly next time. */
+  blobRead?: boolean;
 }
 
 interface RegistryResponse {
@@ -226,6 +235,9 @@ export class RegistryClient {
   readonly #retryMaxDelayMs: number;
   readonly #maxRetryAfterMs: number;
   readonly #maxRedirects: number;
+  readonly #blobLocationTtlMs: number;
+  /** Registry URL of a blob -> where it last redirected to, and until when (per `now`) that is reused. */
+  readonly #blobLocations = new Map<string, { url: URL; until: number }>();
   readonly #maxManifestBytes: number;
   readonly #maxConfigBytes: number;
   readonly #userAgent: string;
@@ -249,6 +261,7 @@ export class RegistryClient {
     this.#retryMaxDelayMs = positiveInt(options.retryMaxDelayMs, d.retryMaxDelayMs, 'retryMaxDelayMs', true);
     this.#maxRetryAfterMs = positiveInt(options.maxRetryAfterMs, d.maxRetryAfterMs, 'maxRetryAfterMs', true);
     this.#maxRedirects = positiveInt(options.maxRedirects, d.maxRedirects, 'maxRedirects', true);
+    this.#blobLocationTtlMs = positiveInt(options.blobLocationTtlMs, d.blobLocationTtlMs, 'blobLocationTtlMs', true);
     this.#maxManifestBytes = positiveInt(options.maxManifestBytes, d.maxManifestBytes, 'maxManifestBytes');
     this.#maxConfigBytes = positiveInt(options.maxConfigBytes, d.maxConfigBytes, 'maxConfigBytes');
     const connections = positiveInt(options.connectionsPerOrigin, d.connectionsPerOrigin, 'connectionsPerOrigin');
@@ -630,7 +643,7 @@ export class RegistryClient {
     while (end === undefined || pos < end) {
       const ranged = pos > 0 || end !== undefined;
       const headers: Record<string, string> = ranged ? { range: `bytes=${pos}-${end !== undefined ? end - 1 : ''}` } : {};
-      const res = await this.#request({ ref, method: 'GET', path: `blobs/${digest}`, headers, capability: 'pull', ok: [200, 206], signal, ...(endpoint ? { endpoint } : {}) });
+      const res = await this.#request({ ref, method: 'GET', path: `blobs/${digest}`, headers, capability: 'pull', ok: [200, 206], signal, blobRead: true, ...(endpoint ? { endpoint } : {}) });
       endpoint = res.endpoint;
       let skip = 0;
       if (res.statusCode === 206) {
@@ -788,7 +801,7 @@ export class RegistryClient {
       if (authorization !== undefined) headers.authorization = authorization;
       let res: RegistryResponse;
       try {
-        const r = await this.#dispatch(url, req.method, headers, req.body, signal);
+        const r = await this.#dispatch(url, req.method, headers, req.body, signal, req.blobRead === true);
         res = { ...r, endpoint: ep };
       } catch (err) {
         if (signal?.aborted) throw signal.reason;
@@ -825,14 +838,25 @@ export class RegistryClient {
     await sleep(delay, signal);
   }
 
-  /** One request, following redirects by hand; `Authorization` never leaves the first origin. */
+  /**
+   * One request, following redirects by hand; `Authorization` never leaves the first origin. A blob
+   * read (`remember`) goes straight to where the registry last redirected that blob, while that is
+   * fresh; when the remembered URL fails in any way (expired signature, gone, unreachable), it is
+   * dropped and the registry is asked again within the same attempt.
+   */
   async #dispatch(
     first: URL,
     method: Dispatcher.HttpMethod,
     headers: Record<string, string>,
     body: Uint8Array | undefined,
     signal: AbortSignal | undefined,
+    remember = false,
   ): Promise<Omit<RegistryResponse, 'endpoint'>> {
+    const cacheable = remember && method === 'GET' && this.#blobLocationTtlMs > 0;
+    if (cacheable) {
+      const reused = await this.#viaBlobLocation(first, headers, signal);
+      if (reused !== undefined) return reused;
+    }
     let url = first;
     let crossed = false;
     for (let hop = 0; ; hop++) {
@@ -850,7 +874,10 @@ export class RegistryClient {
       });
       const location = header(res.headers, 'location');
       const redirect = [301, 302, 303, 307, 308].includes(res.statusCode) && location !== undefined && (method === 'GET' || method === 'HEAD');
-      if (!redirect) return { statusCode: res.statusCode, headers: res.headers, body: res.body, url: url.href };
+      if (!redirect) {
+        if (cacheable && url !== first && res.statusCode >= 200 && res.statusCode < 300) this.#rememberBlobLocation(first, url);
+        return { statusCode: res.statusCode, headers: res.headers, body: res.body, url: url.href };
+      }
       await discard(res.body);
       if (hop >= this.#maxRedirects) {
         throw new ImgstreamError(ErrorCode.REGISTRY_PROTOCOL, `more than ${this.#maxRedirects} redirects from ${first.href}`, { url: first.href });
@@ -861,6 +888,51 @@ export class RegistryClient {
       }
       if (next.origin !== first.origin) crossed = true;
       url = next;
+    }
+  }
+
+  /** A blob read sent to the blob's remembered redirect target; undefined when there is none or it failed. */
+  async #viaBlobLocation(first: URL, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<Omit<RegistryResponse, 'endpoint'> | undefined> {
+    const key = first.href;
+    const known = this.#blobLocations.get(key);
+    if (known === undefined) return undefined;
+    if (known.until <= this.#now()) {
+      this.#blobLocations.delete(key);
+      return undefined;
+    }
+    const h = { ...headers };
+    if (known.url.origin !== first.origin) delete h.authorization;
+    let reason: string;
+    try {
+      const res = await this.#agent.request({
+        origin: known.url.origin,
+        path: known.url.pathname + known.url.search,
+        method: 'GET',
+        headers: h,
+        signal: signal ?? null,
+        headersTimeout: this.#requestTimeoutMs,
+        bodyTimeout: this.#bodyIdleTimeoutMs,
+      });
+      if (res.statusCode >= 200 && res.statusCode < 300) return { statusCode: res.statusCode, headers: res.headers, body: res.body, url: known.url.href };
+      await discard(res.body);
+      reason = `HTTP ${res.statusCode}`;
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason;
+      reason = err instanceof Error ? err.message : String(err);
+    }
+    // a failed entry goes, unless a concurrent read has replaced it already
+    if (this.#blobLocations.get(key) === known) this.#blobLocations.delete(key);
+    publish(blobLocationChannel, { url: key, location: known.url.href, reason });
+    return undefined;
+  }
+
+  #rememberBlobLocation(first: URL, location: URL): void {
+    const key = first.href;
+    this.#blobLocations.delete(key); // re-inserted as the newest
+    this.#blobLocations.set(key, { url: location, until: this.#now() + this.#blobLocationTtlMs });
+    while (this.#blobLocations.size > defaults.registry.maxBlobLocations) {
+      const oldest = this.#blobLocations.keys().next().value as string;
+      this.#blobLocations.delete(oldest);
     }
   }
 
