@@ -2,7 +2,7 @@
 # Debian packages the time-to-ready benchmark needs beyond scripts/setup.sh's (as root). Safe to run again.
 set -euo pipefail
 PACKAGES=(
-  containerd runc docker-registry skopeo stargz-snapshotter busybox-static  # also in scripts/setup.sh
+  containerd runc docker-registry nginx-light skopeo stargz-snapshotter busybox-static  # also in scripts/setup.sh
   iproute2 util-linux strace time   # ip netns / tc tbf, nsenter + fincore, the working-set trace, peak RSS
   librsvg2-bin fonts-dejavu-core     # rsvg-convert for the report's PNG chart
 )
@@ -16,5 +16,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# The Debian service units would hold the default ports; the benchmark starts its own servers.
+for svc in docker-registry nginx; do
+  systemctl disable --now "$svc" >/dev/null 2>&1 || true
+done
 # The images are built from Debian's archive: the apt lists must be there.
 if ! apt-cache show python3-scipy >/dev/null 2>&1; then apt-get update -q; fi

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   docker-registry   # a real OCI registry (distribution 2.8) for tests and the demo
+  nginx-light       # the benchmark registry's blob storage, which the registry redirects downloads to
   containerd runc   # the container runtime imgstream plugs into
   libfuse2 fuse3    # fuse-native's libfuse2; fusermount3
   skopeo umoci      # image plumbing and ground truth in tests
@@ -27,7 +28,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 # The Debian service units would hold the default ports and sockets; tests start their own.
-for svc in docker-registry containerd; do
+for svc in docker-registry nginx containerd; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 

@@ -8,7 +8,7 @@ import type { ImageRecipe } from '../../bench/src/images/recipes.ts';
 import { startImgstreamDaemon } from '../../bench/src/imgstreamd-plugin.ts';
 import { EmulatedNetwork } from '../../bench/src/net/emulated-network.ts';
 import { PROFILES } from '../../bench/src/net/profiles.ts';
-import { indexImageForImgstream, pushImage, REGISTRY_PORT, startBenchRegistry } from '../../bench/src/registry/bench-registry.ts';
+import { indexImageForImgstream, pushImage, REGISTRY_PORT, startBenchRegistry, STORAGE_PORT } from '../../bench/src/registry/bench-registry.ts';
 import { runScenario } from '../../bench/src/scenarios/run-scenario.ts';
 import { Cleanup } from '../../bench/src/util/cleanup.ts';
 
@@ -34,8 +34,8 @@ test('the bench runner streams an indexed image through the imgstreamd plug-in (
   const net = await EmulatedNetwork.create(cleanup, { ...PROFILES['local']!, rttMs: 10 });
   const stateRoot = await mkdtemp(join(tmpdir(), 'imgstream-bench-state-'));
   cleanup.after(() => rm(stateRoot, { recursive: true, force: true }));
-  await startBenchRegistry(cleanup, net, join(stateRoot, 'registry'));
-  const [registry] = await net.startProxy([REGISTRY_PORT]);
+  const [registry, storage] = await net.startProxy([REGISTRY_PORT, STORAGE_PORT]);
+  await startBenchRegistry(cleanup, net, join(stateRoot, 'registry'), storage!);
   await pushImage(net, image);
   await indexImageForImgstream(net, image);
 

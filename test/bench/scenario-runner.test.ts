@@ -9,10 +9,11 @@ import { buildImage } from '../../bench/src/images/build-image.ts';
 import type { ImageRecipe } from '../../bench/src/images/recipes.ts';
 import { EmulatedNetwork } from '../../bench/src/net/emulated-network.ts';
 import { PROFILES } from '../../bench/src/net/profiles.ts';
-import { pushImage, REGISTRY_PORT, startBenchRegistry } from '../../bench/src/registry/bench-registry.ts';
+import { pushImage, REGISTRY_PORT, startBenchRegistry, STORAGE_PORT } from '../../bench/src/registry/bench-registry.ts';
 import { runScenario } from '../../bench/src/scenarios/run-scenario.ts';
 import type { StartImgstreamDaemon } from '../../bench/src/scenarios/types.ts';
 import { Cleanup } from '../../bench/src/util/cleanup.ts';
+import { inNetns, run } from '../../bench/src/util/proc.ts';
 
 const TINY: ImageRecipe = {
   name: 'bench-runner-tiny',
@@ -42,9 +43,19 @@ test('the scenario runner: full pull and read-all through the emulated network, 
   const net = await EmulatedNetwork.create(cleanup, { ...PROFILES['local']!, rttMs: 10 });
   const stateRoot = await mkdtemp(join(tmpdir(), 'imgstream-bench-state-'));
   cleanup.after(() => rm(stateRoot, { recursive: true, force: true }));
-  await startBenchRegistry(cleanup, net, join(stateRoot, 'registry'));
-  const [registry] = await net.startProxy([REGISTRY_PORT]);
+  const [registry, storage] = await net.startProxy([REGISTRY_PORT, STORAGE_PORT]);
+  await startBenchRegistry(cleanup, net, join(stateRoot, 'registry'), storage!);
   await pushImage(net, image);
+  // blob downloads are sent to the storage beside the registry, through the same link; ranges work there
+  const layer = image.layers[1]!;
+  const ask = (port: number, path: string, range = '') =>
+    run([...inNetns(net.nodeNs), 'bash', '-c', `exec 3<>/dev/tcp/127.0.0.1/${port}; printf 'GET ${path} HTTP/1.0\\r\\n${range}\\r\\n' >&3; head -c 600 <&3`]);
+  const redirect = (await ask(registry!.port, `/v2/${image.name}/blobs/${layer.digest}`)).stdout;
+  const location = /^HTTP\/1\.[01] 307 [^]*?\r\nLocation: http:\/\/([^/\r]+)(\/[^\r]*)\r\n/i.exec(redirect);
+  assert.ok(location !== null && location[1] === storage!.hostPort, redirect);
+  const ranged = (await ask(storage!.port, location[2]!, 'Range: bytes=10-19\\r\\n')).stdout;
+  assert.match(ranged, /^HTTP\/1\.[01] 206 /);
+  assert.match(ranged, new RegExp(`Content-Range: bytes 10-19/${layer.compressedBytes}`, 'i'));
   const compressed = image.layers.reduce((s, l) => s + l.compressedBytes, 0);
   const base = { net, registryHost: registry!.hostPort, image, stateRoot, runTimeoutMs: 120_000, cleanup };
 
