@@ -155,11 +155,11 @@ export const defaults = Object.freeze({
     /** Longest time container creation waits for the first prefetch batch, ms. */
     waitMs: 1_000,
     /**
-     * Prefetch batches fetched at once (after the first, which goes alone). 2: a replay is bound by
-     * the node's CPU (fetch, verify, inflate) before the link; with 4 lanes, prefetched starts were
-     * ~0.4 s slower (docs/benchmarks.md, "Prefetch", fifth run).
+     * Prefetch batches fetched at once (after the first, which goes alone). 4: with 2, a replay's
+     * range requests leave the link idle between batches; prefetched node-app starts took ~1.2 s
+     * longer (docs/benchmarks.md, "Prefetch", sixth run).
      */
-    parallelBatches: 2,
+    parallelBatches: 4,
     /** Decoded bytes in one batch (one or a few merged range requests): 8 MiB. */
     batchBytes: 8 * 1024 * 1024,
     /** Unlisted blocks between two listed ones of a batch are fetched too when their compressed bytes are at most this (one request instead of two): 512 KiB. */
