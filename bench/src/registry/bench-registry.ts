@@ -60,24 +60,9 @@ export async function startBenchRegistry(cleanup: Cleanup, net: EmulatedNetwork,
   ].join('\n');
   await writeFile(join(dir, 'nginx.conf'), nginxConfig);
   await startServer(cleanup, net, ['/usr/sbin/nginx', '-p', join(dir, 'nginx'), '-c', join(dir, 'nginx.conf')], storage.port, 'nginx');
-  const config = [
-    'version: 0.1',
-    'log:',
-    '  level: error',
-    '  accesslog:',
-    '    disabled: true',
-    'storage:',
-    '  filesystem:',
-    `    rootdirectory: ${storageRoot}`,
-    'middleware:',
-    '  storage:',
-    '    - name: redirect',
-    '      options:',
-    `        baseurl: http://${storage.hostPort}/`,
-    'http:',
-    `  addr: 0.0.0.0:${REGISTRY_PORT}`,
-    '',
-  ].join('\n');
+  // blob GETs (and HEADs) are answered with a 307 to `storage`
+  const redirect = ['middleware:', '  storage:', '    - name: redirect', '      options:', `        baseurl: http://${storage.hostPort}/`];
+  const config = ['version: 0.1', 'log:', '  level: error', '  accesslog:', '    disabled: true', 'storage:', '  filesystem:', `    rootdirectory: ${storageRoot}`, ...redirect, 'http:', `  addr: 0.0.0.0:${REGISTRY_PORT}`, ''].join('\n');
   await writeFile(join(dir, 'config.yml'), config);
   await startServer(cleanup, net, ['/usr/bin/docker-registry', 'serve', join(dir, 'config.yml')], REGISTRY_PORT, 'docker-registry');
 }
