@@ -237,7 +237,7 @@ export class RegistryClient {
   readonly #maxRedirects: number;
   readonly #blobLocationTtlMs: number;
   /** Registry URL of a blob -> where it last redirected to, and until when (per `now`) that is reused. */
-  readonly #blobLocations = new Map<string, { url: URL; until: number }>();
+  readonly #blobLocations = new Map<string, { url: URL; crossed: boolean; until: number }>();
   readonly #maxManifestBytes: number;
   readonly #maxConfigBytes: number;
   readonly #userAgent: string;
@@ -875,7 +875,7 @@ export class RegistryClient {
       const location = header(res.headers, 'location');
       const redirect = [301, 302, 303, 307, 308].includes(res.statusCode) && location !== undefined && (method === 'GET' || method === 'HEAD');
       if (!redirect) {
-        if (cacheable && url !== first && res.statusCode >= 200 && res.statusCode < 300) this.#rememberBlobLocation(first, url);
+        if (cacheable && url !== first && res.statusCode >= 200 && res.statusCode < 300) this.#rememberBlobLocation(first, url, crossed);
         return { statusCode: res.statusCode, headers: res.headers, body: res.body, url: url.href };
       }
       await discard(res.body);
@@ -901,7 +901,7 @@ export class RegistryClient {
       return undefined;
     }
     const h = { ...headers };
-    if (known.url.origin !== first.origin) delete h.authorization;
+    if (known.crossed) delete h.authorization;
     let reason: string;
     try {
       const res = await this.#agent.request({
@@ -926,10 +926,11 @@ export class RegistryClient {
     return undefined;
   }
 
-  #rememberBlobLocation(first: URL, location: URL): void {
+  /** `crossed`: the redirects left the registry's origin on the way (no `Authorization` from then on). */
+  #rememberBlobLocation(first: URL, location: URL, crossed: boolean): void {
     const key = first.href;
     this.#blobLocations.delete(key); // re-inserted as the newest
-    this.#blobLocations.set(key, { url: location, until: this.#now() + this.#blobLocationTtlMs });
+    this.#blobLocations.set(key, { url: location, crossed, until: this.#now() + this.#blobLocationTtlMs });
     while (this.#blobLocations.size > defaults.registry.maxBlobLocations) {
       const oldest = this.#blobLocations.keys().next().value as string;
       this.#blobLocations.delete(oldest);
