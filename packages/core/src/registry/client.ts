@@ -860,18 +860,7 @@ export class RegistryClient {
     let url = first;
     let crossed = false;
     for (let hop = 0; ; hop++) {
-      const h = { ...headers };
-      if (crossed) delete h.authorization;
-      const res = await this.#agent.request({
-        origin: url.origin,
-        path: url.pathname + url.search,
-        method,
-        headers: h,
-        body: body === undefined ? null : Buffer.from(body.buffer, body.byteOffset, body.byteLength),
-        signal: signal ?? null,
-        headersTimeout: this.#requestTimeoutMs,
-        bodyTimeout: this.#bodyIdleTimeoutMs,
-      });
+      const res = await this.#send(url, method, headers, crossed, body, signal);
       const location = header(res.headers, 'location');
       const redirect = [301, 302, 303, 307, 308].includes(res.statusCode) && location !== undefined && (method === 'GET' || method === 'HEAD');
       if (!redirect) {
@@ -891,6 +880,22 @@ export class RegistryClient {
     }
   }
 
+  /** One HTTP exchange with `url`; `Authorization` is left out once a redirect has left the registry's origin (`crossed`). */
+  #send(url: URL, method: Dispatcher.HttpMethod, headers: Record<string, string>, crossed: boolean, body: Uint8Array | undefined, signal: AbortSignal | undefined): Promise<Dispatcher.ResponseData> {
+    const h = { ...headers };
+    if (crossed) delete h.authorization;
+    return this.#agent.request({
+      origin: url.origin,
+      path: url.pathname + url.search,
+      method,
+      headers: h,
+      body: body === undefined ? null : Buffer.from(body.buffer, body.byteOffset, body.byteLength),
+      signal: signal ?? null,
+      headersTimeout: this.#requestTimeoutMs,
+      bodyTimeout: this.#bodyIdleTimeoutMs,
+    });
+  }
+
   /** A blob read sent to the blob's remembered redirect target; undefined when there is none or it failed. */
   async #viaBlobLocation(first: URL, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<Omit<RegistryResponse, 'endpoint'> | undefined> {
     const key = first.href;
@@ -900,19 +905,9 @@ export class RegistryClient {
       this.#blobLocations.delete(key);
       return undefined;
     }
-    const h = { ...headers };
-    if (known.crossed) delete h.authorization;
     let reason: string;
     try {
-      const res = await this.#agent.request({
-        origin: known.url.origin,
-        path: known.url.pathname + known.url.search,
-        method: 'GET',
-        headers: h,
-        signal: signal ?? null,
-        headersTimeout: this.#requestTimeoutMs,
-        bodyTimeout: this.#bodyIdleTimeoutMs,
-      });
+      const res = await this.#send(known.url, 'GET', headers, known.crossed, undefined, signal);
       if (res.statusCode >= 200 && res.statusCode < 300) return { statusCode: res.statusCode, headers: res.headers, body: res.body, url: known.url.href };
       await discard(res.body);
       reason = `HTTP ${res.statusCode}`;
