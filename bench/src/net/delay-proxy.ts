@@ -11,7 +11,7 @@ export interface Forward {
 }
 
 export interface DelayProxyOptions {
-  /** Round-trip time to add, ms: each direction is delayed by half of it. */
+  /** Round-trip time to add, ms: the client's bytes wait all of it, the answers none (see `handle`). */
   rttMs: number;
   /** A new connection's first client bytes leave only one RTT after accept (the TCP handshake). Default true. */
   emulateHandshake?: boolean;
@@ -136,6 +136,16 @@ class DelayedPipe {
   }
 }
 
+/** Copies `src` to `dst` as it arrives (pausing `src` while `dst` is full), counting the bytes. */
+function forward(src: Socket, dst: Socket, count: (n: number) => void): void {
+  src.on('data', (data: Buffer) => {
+    count(data.length);
+    if (!dst.destroyed && !dst.write(data)) src.pause();
+  });
+  src.on('end', () => dst.end());
+  dst.on('drain', () => src.resume());
+}
+
 /**
  * A TCP proxy that adds a fixed round-trip time. Used with `tbf` on a veth pair for the rate,
  * because this kernel has no `sch_netem`. It also counts the bytes it carries.
@@ -176,13 +186,15 @@ export class DelayProxy {
   private handle(client: Socket, f: Forward): void {
     this.stats.connections++;
     const acceptedAt = performance.now();
-    const half = this.rttMs / 2;
     const upstream = connect({ host: f.targetHost, port: f.targetPort, noDelay: true, allowHalfOpen: true });
     this.sockets.add(client);
     this.sockets.add(upstream);
     const notBefore = this.emulateHandshake ? acceptedAt + this.rttMs : 0;
-    const up = new DelayedPipe(client, upstream, half, notBefore, this.maxQueuedBytes, (n) => (this.stats.upstreamBytes += n));
-    const down = new DelayedPipe(upstream, client, half, 0, this.maxQueuedBytes, (n) => {
+    // The whole RTT is added to the client's bytes, the answers pass straight through: a request
+    // is answered exactly one RTT later than without the proxy, as with half the delay each way,
+    // but the bulk direction costs no timers (this proxy runs on the CPUs of the node under test).
+    const up = new DelayedPipe(client, upstream, this.rttMs, notBefore, this.maxQueuedBytes, (n) => (this.stats.upstreamBytes += n));
+    forward(upstream, client, (n) => {
       const at = performance.now() - this.since;
       this.stats.downstreamBytes += n;
       this.stats.firstDownstreamMs ??= at;
@@ -190,7 +202,6 @@ export class DelayProxy {
     });
     const close = (): void => {
       up.dispose();
-      down.dispose();
       client.destroy();
       upstream.destroy();
       this.sockets.delete(client);
@@ -205,7 +216,7 @@ export class DelayProxy {
       // closed without an end we could forward (e.g. refused): give up on the client too
       setTimeout(() => {
         if (!client.writableEnded) close();
-      }, half + 5);
+      }, 5);
     });
   }
 
