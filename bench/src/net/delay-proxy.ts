@@ -136,16 +136,6 @@ class DelayedPipe {
   }
 }
 
-/** Copies `src` to `dst` as it arrives (pausing `src` while `dst` is full), counting the bytes. */
-function forward(src: Socket, dst: Socket, count: (n: number) => void): void {
-  src.on('data', (data: Buffer) => {
-    count(data.length);
-    if (!dst.destroyed && !dst.write(data)) src.pause();
-  });
-  src.on('end', () => dst.end());
-  dst.on('drain', () => src.resume());
-}
-
 /**
  * A TCP proxy that adds a fixed round-trip time. Used with `tbf` on a veth pair for the rate,
  * because this kernel has no `sch_netem`. It also counts the bytes it carries.
@@ -194,12 +184,13 @@ export class DelayProxy {
     // is answered exactly one RTT later than without the proxy, as with half the delay each way,
     // but the bulk direction costs no timers (this proxy runs on the CPUs of the node under test).
     const up = new DelayedPipe(client, upstream, this.rttMs, notBefore, this.maxQueuedBytes, (n) => (this.stats.upstreamBytes += n));
-    forward(upstream, client, (n) => {
+    upstream.on('data', (data: Buffer) => {
       const at = performance.now() - this.since;
-      this.stats.downstreamBytes += n;
+      this.stats.downstreamBytes += data.length;
       this.stats.firstDownstreamMs ??= at;
       this.stats.lastDownstreamMs = at;
     });
+    upstream.pipe(client);
     const close = (): void => {
       up.dispose();
       client.destroy();
