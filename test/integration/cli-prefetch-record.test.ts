@@ -40,7 +40,13 @@ test('imgstream prefetch record REF -- CMD: runs CMD in the streamed image, writ
   const recordedTop = new Set(report.ranges.filter((r) => r.layer === 1).flatMap((r) => Array.from({ length: r.count }, (_, i) => r.first + i)));
   assert.deepEqual(recordedTop, new Set([...blocksOf('app/m3.txt'), ...blocksOf('app/m20.txt')]));
   assert.ok(report.ranges.some((r) => r.layer === 0), 'busybox was read from the bottom layer');
-  // pushed: the artifact digest on stdout, the same report from the registry
+  // pushed: the artifact digest on stdout, the same report from the registry, with its pack (the
+  // file ranges read, widened: the two files whole, and busybox's pieces)
   assert.match(stdout.trim(), /^sha256:[0-9a-f]{64}$/);
-  assert.deepEqual(await fetchPrefetchReport(client, parseReference(image.ref), image.manifestDigest as Digest), report);
+  const { pack, ...pushed } = (await fetchPrefetchReport(client, parseReference(image.ref), image.manifestDigest as Digest))!;
+  assert.deepEqual(pushed, report);
+  assert.ok(pack !== undefined, 'pushed with a pack');
+  const decoded = pack.members.reduce((n, m) => n + m.decodedSize, 0);
+  const files = ['app/m3.txt', 'app/m20.txt'].reduce((n, p) => n + top.index.entries.get(p)!.size, 0);
+  assert.ok(decoded >= files, `pack of ${decoded} bytes for ${files} bytes of the two files`);
 });

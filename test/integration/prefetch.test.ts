@@ -4,8 +4,12 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  ErrorCode,
   ImagePrefetcher,
   PREFETCH_ARTIFACT_TYPE,
+  PREFETCH_PACK_MEDIA_TYPE,
+  PREFETCH_REPORT_MEDIA_TYPE,
+  isImgstreamError,
   fetchPrefetchReport,
   ImageStreamer,
   PrefetchReportStore,
@@ -78,8 +82,8 @@ test('prefetch: a report recorded on one node is replayed on a fresh node and se
   const { image, client, contents } = await setup(t);
   const reportDir = await tempDir(t, 'imgstream-prefetch-reports-');
 
-  // node 1: no report -> records while the workload runs
-  const a = await node(t, client, reportDir);
+  // node 1: no report -> records while the workload runs (no pack: the blocks are replayed)
+  const a = await node(t, client, reportDir, { packs: false });
   const reports: string[] = [];
   a.prefetcher.on('report', (e) => reports.push(e.status));
   const recorded = new Promise<{ path: string; blocks: number }>((resolve) => a.prefetcher.on('recorded', resolve));
@@ -103,7 +107,7 @@ test('prefetch: a report recorded on one node is replayed on a fresh node and se
   assert.ok(rec.blocks >= Math.floor(appBlocks / 4), `recorded ${rec.blocks} of ${appBlocks} blocks`);
 
   // node 2: fresh caches, same report -> replay, then the workload reads from the cache
-  const b = await node(t, client, reportDir);
+  const b = await node(t, client, reportDir, { packs: false });
   const statuses: string[] = [];
   b.prefetcher.on('report', (e) => statuses.push(e.status));
   const startB = await b.prefetcher.startImage(image.ref);
@@ -135,6 +139,9 @@ test('prefetch: a report pushed to the registry as an artifact referring to the 
   await a.prefetcher.startImage(image.ref);
   await runWorkload(a.streamer, await openAll(a.streamer, image.ref, image.layerDigests), contents);
   const { artifactDigest } = await pushed;
+  const artifact = await client.getManifest(parseReference(image.ref), { digest: artifactDigest as Digest });
+  assert.ok(artifact.document.kind === 'manifest');
+  assert.deepEqual(artifact.document.manifest.layers.map((l) => l.mediaType), [PREFETCH_REPORT_MEDIA_TYPE, PREFETCH_PACK_MEDIA_TYPE], 'the report, then its pack');
   const referrers = await client.referrers(parseReference(image.ref), image.manifestDigest as Digest, { artifactType: PREFETCH_ARTIFACT_TYPE });
   assert.deepEqual(referrers.map((r) => r.digest), [artifactDigest]);
   const fromRegistry = await fetchPrefetchReport(client, parseReference(image.ref), image.manifestDigest as Digest);
@@ -147,7 +154,9 @@ test('prefetch: a report pushed to the registry as an artifact referring to the 
   c.prefetcher.on('report', (e) => sources.push(`${e.status} ${e.source}`));
   const startC = await c.prefetcher.startImage(image.ref);
   assert.deepEqual(sources, ['found registry']);
-  await startC.replay!.done;
+  const resultC = await startC.replay!.done;
+  assert.ok('pack' in resultC && resultC.pack.error === undefined, 'the pack was read from the registry');
+  assert.equal(c.fetches.filter((f) => f.priority === 'prefetch').length, 0, 'no block was fetched for the replay');
   await runWorkload(c.streamer, await openAll(c.streamer, image.ref, image.layerDigests), contents);
   assert.ok(startC.replay!.hits / (startC.replay!.hits + startC.replay!.misses) > 0.9);
   assert.equal(c.fetches.filter((f) => f.priority === 'foreground').length, 0);
@@ -208,7 +217,7 @@ test('prefetch: corrupt or stale reports are ignored with a warning and never br
   const slowClient = new RegistryClient({ plainHttpLoopback: true });
   t.after(() => slowClient.close());
   const slowRef = image.ref.replace(registry.host, proxy.host);
-  const f = await node(t, slowClient, reportDir, { waitMs: 300 });
+  const f = await node(t, slowClient, reportDir, { waitMs: 300, packs: false });
   const layersF = await openAll(f.streamer, slowRef, image.layerDigests);
   proxy.setRules([{ method: 'GET', path: /\/blobs\//, fault: { kind: 'slow-body', chunkBytes: 4096, delayMs: 50 } }]);
   const t0 = performance.now();
@@ -218,4 +227,109 @@ test('prefetch: corrupt or stale reports are ignored with a warning and never br
   assert.equal(startF.firstBatchReady, false);
   assert.ok(waited < 300 + 700, `startImage took ${waited} ms with waitMs 300`);
   f.prefetcher.close();
+});
+
+test('prefetch pack: a recorded report carries a pack of its file ranges; a fresh node reads it in a few range requests and serves the start-up reads from memory', { timeout: 90_000 }, async (t) => {
+  const { image, client, contents } = await setup(t);
+  const reportDir = await tempDir(t, 'imgstream-prefetch-reports-');
+  const a = await node(t, client, reportDir);
+  const recorded = new Promise<{ path: string; blocks: number }>((resolve) => a.prefetcher.on('recorded', resolve));
+  await a.prefetcher.startImage(image.ref);
+  await runWorkload(a.streamer, await openAll(a.streamer, image.ref, image.layerDigests), contents);
+  const rec = await recorded;
+  const report = parsePrefetchReport(await readFile(rec.path));
+  assert.ok(report.pack !== undefined && report.files !== undefined, 'the report names a pack');
+  const packed = report.pack.members.reduce((n, m) => n + m.decodedSize, 0);
+  const workload = WORKLOAD.reduce((n, p) => n + contents.get(p)!.byteLength, 0);
+  // the ranges, widened to whole 96 KiB files: exactly the workload's bytes
+  assert.equal(packed, workload);
+  const packFile = await readFile(a.prefetcher.store.packPathOf(report.pack));
+  assert.equal(packFile.byteLength, report.pack.size);
+
+  // a fresh node with the report and its pack: no block is fetched, every read is answered
+  const b = await node(t, client, reportDir);
+  const errors: unknown[] = [];
+  b.prefetcher.on('error', (e) => errors.push(e));
+  const start = await b.prefetcher.startImage(image.ref);
+  assert.equal(start.mode, 'replay');
+  assert.equal(start.firstBatchReady, true);
+  const result = await start.replay!.done;
+  assert.ok('pack' in result, 'the pack was replayed');
+  assert.equal(result.pack.error, undefined);
+  assert.equal(result.pack.packBytes, report.pack.size);
+  assert.equal(result.bytes, packed);
+  await runWorkload(b.streamer, await openAll(b.streamer, image.ref, image.layerDigests), contents);
+  assert.equal(b.fetches.length, 0, 'nothing was fetched from the registry: the pack was local');
+  const { hits, misses } = start.replay!;
+  t.diagnostic(`pack: ${report.pack.members.length} members, ${report.pack.size} bytes for ${packed} decoded; hits ${hits}, misses ${misses}`);
+  assert.equal(misses, 0);
+  assert.ok(hits >= WORKLOAD.length, `${hits} ranges read from the pack`);
+  assert.deepEqual(errors, []);
+  // after the start-up window the ranges are let go; reads go through the fetcher again
+  start.replay!.stop();
+  assert.equal(b.streamer.fetcher.pinned.size, 0);
+  await runWorkload(b.streamer, await openAll(b.streamer, image.ref, image.layerDigests), contents);
+});
+
+test('prefetch pack: a corrupt pack, one that does not fit the image, or a pack read that crawls never breaks a start: the blocks are fetched instead', { timeout: 120_000 }, async (t) => {
+  const { registry, image, client, contents } = await setup(t);
+  const reportDir = await tempDir(t, 'imgstream-prefetch-reports-');
+  const a = await node(t, client, reportDir, { pushReports: true });
+  const pushed = new Promise((resolve) => a.prefetcher.on('pushed', resolve));
+  await a.prefetcher.startImage(image.ref);
+  await runWorkload(a.streamer, await openAll(a.streamer, image.ref, image.layerDigests), contents);
+  await pushed;
+  const report = (await a.prefetcher.store.get(image.manifestDigest as Digest))!;
+  const packPath = a.prefetcher.store.packPathOf(report.pack!);
+  const good = await readFile(packPath);
+
+  // corrupt: a flipped byte in the middle of the local pack -> that member's digest fails
+  const bad = Buffer.from(good);
+  bad[bad.byteLength >> 1]! ^= 0xff;
+  await writeFile(packPath, bad);
+  const b = await node(t, client, reportDir);
+  const errors: unknown[] = [];
+  b.prefetcher.on('error', (e) => errors.push(e));
+  const startB = await b.prefetcher.startImage(image.ref);
+  const resultB = await startB.replay!.done;
+  assert.ok('pack' in resultB && isImgstreamError(resultB.pack.error, ErrorCode.DIGEST_MISMATCH), String('pack' in resultB ? resultB.pack.error : resultB));
+  assert.ok(errors.some((e) => isImgstreamError(e, ErrorCode.DIGEST_MISMATCH)), 'the corrupt pack is reported');
+  await runWorkload(b.streamer, await openAll(b.streamer, image.ref, image.layerDigests), contents);
+  assert.ok(b.fetches.filter((f) => f.error === undefined).length > 0, 'what the pack did not deliver was fetched');
+
+  // does not fit: the report's pack descriptor disagrees with its ranges -> ignored, blocks replayed
+  await writeFile(packPath, good);
+  const wrong = { ...report, pack: { ...report.pack!, members: report.pack!.members.map((m, i) => (i === 0 ? { ...m, decodedSize: m.decodedSize + 1 } : m)) } };
+  await writeFile(a.prefetcher.store.pathOf(image.manifestDigest as Digest), serialisePrefetchReport(wrong));
+  const c = await node(t, client, reportDir);
+  const errorsC: unknown[] = [];
+  c.prefetcher.on('error', (e) => errorsC.push(e));
+  const startC = await c.prefetcher.startImage(image.ref);
+  const resultC = await startC.replay!.done;
+  assert.ok(!('pack' in resultC), 'the blocks were replayed');
+  assert.ok(resultC.blocks > 0 && resultC.failedBatches === 0);
+  assert.match(String(errorsC[0]), /does not fit the image/);
+  await runWorkload(c.streamer, await openAll(c.streamer, image.ref, image.layerDigests), contents);
+
+  // crawls: a node without a local report reads the pack from the registry through a slow proxy;
+  // container creation waits waitMs at most, the reads are served all the same
+  const proxy = await startFaultProxy(t, registry.url);
+  const slowClient = new RegistryClient({ plainHttpLoopback: true });
+  t.after(() => slowClient.close());
+  const slowRef = image.ref.replace(registry.host, proxy.host);
+  const d = await node(t, slowClient, await tempDir(t, 'imgstream-prefetch-reports-'), { waitMs: 300 });
+  const layersD = await openAll(d.streamer, slowRef, image.layerDigests);
+  proxy.setRules([{ method: 'GET', path: new RegExp(report.pack!.digest.slice('sha256:'.length)), fault: { kind: 'slow-body', chunkBytes: 4096, delayMs: 50 } }]);
+  const t0 = performance.now();
+  const startD = await d.prefetcher.startImageLayers(slowRef, layersD);
+  const waited = performance.now() - t0;
+  assert.equal(startD.mode, 'replay');
+  assert.equal(startD.firstBatchReady, false);
+  assert.ok(waited < 300 + 700, `startImage took ${waited} ms with waitMs 300`);
+  // closing stops the replay and lets its ranges go: reads are served through the fetcher
+  await d.prefetcher.close();
+  const resultD = await startD.replay!.done;
+  assert.ok('pack' in resultD && isImgstreamError(resultD.pack.error, ErrorCode.CLOSED), String('pack' in resultD ? resultD.pack.error : resultD));
+  assert.equal(d.streamer.fetcher.pinned.size, 0);
+  await runWorkload(d.streamer, layersD, contents);
 });

@@ -39,6 +39,7 @@ export interface DaemonConfig {
   prefetchPageCache: boolean;
   /** Push recorded reports to the registry (needs push rights). */
   prefetchPush: boolean;
+  prefetchPacks: boolean;
   logLevel: string;
   logFormatter: 'text' | 'json';
   plainHttpRegistries: string[];
@@ -144,6 +145,14 @@ export const FLAGS: readonly FlagSpec[] = [
   { flag: 'prefetch_record_max', key: 'prefetchRecordMaxMs', help: 'recording stops after this long at the latest', def: defaults.prefetch.recordMaxMs, parse: parseDurationMs, shown: `${defaults.prefetch.recordMaxMs / 1000}s` },
   { flag: 'prefetch_budget', key: 'prefetchBudgetBytes', help: 'most bytes one replay fetches (bytes, or 256MiB, ...)', def: defaults.prefetch.budgetBytes, parse: parseBytes, shown: `${defaults.prefetch.budgetBytes / 1024 / 1024}MiB` },
   { flag: 'prefetch_push', key: 'prefetchPush', help: 'push recorded prefetch reports to the registry as artifacts referring to the image (needs push rights)', def: false, parse: bool, boolean: true },
+  {
+    flag: 'prefetch_packs',
+    key: 'prefetchPacks',
+    help: 'give recorded reports a pack (their file ranges, compressed on their own, stored and pushed beside them) and replay a report from its pack when it has one',
+    def: true,
+    parse: bool,
+    boolean: true,
+  },
   { flag: 'prefetch_wait', key: 'prefetchWaitMs', help: 'longest time container creation waits for the first prefetch batch', def: defaults.prefetch.waitMs, parse: parseDurationMs, shown: `${defaults.prefetch.waitMs}ms` },
   {
     flag: 'prefetch_page_cache',

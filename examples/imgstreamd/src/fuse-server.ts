@@ -68,13 +68,17 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
         budgetBytes: config.prefetchBudgetBytes,
         waitMs: config.prefetchWaitMs,
         pushReports: config.prefetchPush,
+        packs: config.prefetchPacks,
       })
     : undefined;
   prefetcher?.on('report', (e) => {
     if (e.status === 'stale') log.warn({ image: e.imageRef, manifest: e.manifestDigest, reason: e.reason }, 'prefetch report ignored (corrupt or stale); recording a new one');
     else log.info({ image: e.imageRef, manifest: e.manifestDigest, status: e.status, source: e.source }, e.status === 'found' ? 'prefetch report found: fetching the start-up working set first' : 'no prefetch report: recording this start');
   });
-  prefetcher?.on('replayed', (e) => log.info({ image: e.imageRef, blocks: e.result.blocks, bytes: e.result.bytes, skippedBlocks: e.result.skippedBlocks, failedBatches: e.result.failedBatches, durationMs: Math.round(e.result.durationMs) }, 'prefetch done'));
+  prefetcher?.on('replayed', (e) => {
+    const pack = 'pack' in e.result ? { packBytes: e.result.pack.packBytes, packRanges: e.result.pack.ranges } : {};
+    log.info({ image: e.imageRef, blocks: e.result.blocks, bytes: e.result.bytes, ...pack, skippedBlocks: e.result.skippedBlocks, failedBatches: e.result.failedBatches, durationMs: Math.round(e.result.durationMs) }, 'prefetch done');
+  });
   // page-cache warm-up: the file ranges of the report, read through the mount as their blocks land
   const warmers = new Map<Digest, Map<ImgstreamFs, PageCacheWarmer>>();
   if (config.prefetchPageCache) {

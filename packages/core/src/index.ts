@@ -136,5 +136,24 @@ export { buildPrefetchArtifact, fetchPrefetchReport, pushPrefetchReport, type Pr
 export { PrefetchRecorder, type PrefetchRecorderOptions } from './prefetch/prefetch-recorder.js';
 export { PrefetchReplay, type PrefetchReplayOptions, type PrefetchReplayResult } from './prefetch/prefetch-replay.js';
 export { PrefetchWarmupPlan, type FilePiece } from './prefetch/prefetch-warmup.js';
+export {
+  buildPrefetchPack,
+  packMemberRanges,
+  packPrefetchReport,
+  packRangesOf,
+  replayPrefetchPack,
+  MAX_PREFETCH_PACK_BYTES,
+  PREFETCH_PACK_LAYOUT,
+  PREFETCH_PACK_MEDIA_TYPE,
+  type BuildPrefetchPackOptions,
+  type PackFileRange,
+  type PackLayout,
+  type PackReplayOptions,
+  type PrefetchPackDescriptor,
+  type PrefetchPackMember,
+  type PrefetchPackResult,
+} from './prefetch/prefetch-pack.js';
+export { PrefetchPackReplay, type PrefetchPackReplayOptions, type PrefetchPackReplayResult } from './prefetch/prefetch-pack-replay.js';
+export { PinnedFileRanges, type PinnedRange } from './fetch/pinned-file-ranges.js';
 export { PrefetchReportStore, type PrefetchReportStoreOptions } from './prefetch/prefetch-report-store.js';
 export { ImagePrefetcher, type ImagePrefetcherEvents, type ImagePrefetcherOptions, type PrefetchReportSource, type PrefetchStart } from './service/image-prefetcher.js';

@@ -11,6 +11,7 @@ import {
   RegistryClient,
   defaults,
   parseReference,
+  packPrefetchReport,
   pushPrefetchReport,
   serialisePrefetchReport,
   type StreamedLayer,
@@ -85,7 +86,12 @@ export function prefetchCommand(): Command {
         const blocks = report.ranges.reduce((n, r) => n + r.count, 0);
         process.stderr.write(`imgstream: recorded ${blocks} blocks in ${report.ranges.length} ranges of ${report.layers.length} layers (command ${first === 'quiet' ? 'stopped after going quiet' : `exited ${code}`})\n`);
         if (flags.output !== undefined) await writeFile(flags.output, serialisePrefetchReport(report));
-        if (flags.push === true) process.stdout.write(`${await pushPrefetchReport(client, ref, report)}\n`);
+        if (flags.push === true) {
+          // pushed with its pack: a replay then fetches the file ranges alone, not the blocks around them
+          const packed = await packPrefetchReport(report, new Map(layers.map((l) => [l.digest, l])), streamer.fetcher);
+          const pushed = packed !== undefined ? { ...report, pack: packed.descriptor } : report;
+          process.stdout.write(`${await pushPrefetchReport(client, ref, pushed, packed !== undefined ? { pack: packed.bytes } : {})}\n`);
+        }
         if (flags.output === undefined && flags.push !== true) process.stdout.write(`${new TextDecoder().decode(serialisePrefetchReport(report))}\n`);
       } finally {
         if (overlay) await exec('umount', [merged]).catch(() => exec('umount', ['-l', merged]));

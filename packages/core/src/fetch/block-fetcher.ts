@@ -13,6 +13,7 @@ import { delay } from './delay.js';
 import { FetchScheduler, type FetchPriority, type FetchTicket } from './fetch-scheduler.js';
 import { abortable } from '../abortable.js';
 import { BufferPool } from '../buffer-pool.js';
+import { PinnedFileRanges } from './pinned-file-ranges.js';
 
 /** A layer as the fetcher reads it: its index and random access to its blob. */
 export interface FetchLayer {
@@ -176,6 +177,12 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
   /** Buffers for range reads, reused: up to 32 MiB kept, reads over 8 MiB get their own. */
   readonly #scratch = new BufferPool(32 * 1024 * 1024, 8 * 1024 * 1024);
 
+  /**
+   * File ranges held in memory and served before anything else (a prefetch pack being replayed,
+   * docs/prefetch.md): a read that they hold whole is answered from them.
+   */
+  readonly pinned = new PinnedFileRanges();
+
   constructor(options: BlockFetcherOptions = {}) {
     super();
     this.contentCache = options.contentCache ?? new ContentCache({ maxBytes: options.maxContentCacheBytes ?? defaults.engine.maxContentCacheBytes });
@@ -222,6 +229,16 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
     const digest = layer.index.layerDigest;
     const end = Math.min(file.size, offset + target.byteLength);
     if (end <= offset) return 0;
+    if (file.path !== undefined && this.pinned.size > 0) {
+      const view = target.subarray(0, end - offset);
+      let pinned = this.pinned.readInto(digest, file.path, offset, view);
+      if (pinned instanceof Promise) {
+        // its bytes come soon (a pack being replayed): wait rather than fetch them twice
+        await abortable(pinned, signal);
+        pinned = this.pinned.readInto(digest, file.path, offset, view);
+      }
+      if (pinned === true) return end - offset;
+    }
 
     if (this.#layerCache !== undefined && file.path !== undefined) {
       const release = this.#layerCache.pin(digest);
@@ -500,7 +517,7 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
   #layerReadAround(layer: FetchLayer, round: readonly number[]): void {
     const { index } = layer;
     const digest = index.layerDigest;
-    if (this.scheduler.running >= this.scheduler.maxConcurrentFetches - 1 || this.#aroundInflight >= MAX_READ_AROUND_REQUESTS) return;
+    if (this.scheduler.running >= this.scheduler.maxConcurrentFetches - 1 || this.#aroundInflight >= MAX_READ_AROUND_REQUESTS || this.pinned.size > 0) return;
     const wanted: number[] = [];
     const take = (from: number, step: 1 | -1, budget: number): void => {
       for (let b = from; budget > 0 && b >= 0 && b < index.blocks.length; b += step) {

@@ -1,9 +1,11 @@
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { FileRangeReader } from '../blob/file-range-reader.js';
 import { writeFileAtomic } from '../cache/atomic-write.js';
 import { defaults } from '../defaults.js';
 import { isDigest, type Digest } from '../digest.js';
 import { ErrorCode, ImgstreamError } from '../errors.js';
+import type { PrefetchPackDescriptor } from './prefetch-pack.js';
 import { parsePrefetchReport, serialisePrefetchReport, type PrefetchReport } from './prefetch-report.js';
 
 /** Options of {@link PrefetchReportStore}. */
@@ -12,7 +14,10 @@ export interface PrefetchReportStoreOptions {
   dir?: string;
 }
 
-/** A node's prefetch reports on disk: `<dir>/<algorithm>-<hex>.json` per manifest, written atomically. */
+/**
+ * A node's prefetch reports on disk: `<dir>/<algorithm>-<hex>.json` per manifest, and the packs
+ * they name, `<dir>/<algorithm>-<hex>.pack` per pack digest; written atomically.
+ */
 export class PrefetchReportStore {
   readonly dir: string;
 
@@ -47,6 +52,30 @@ export class PrefetchReportStore {
     const path = this.pathOf(report.manifestDigest);
     await writeFileAtomic(path, serialisePrefetchReport(report));
     return path;
+  }
+
+  /** The file of a pack. */
+  packPathOf(pack: Pick<PrefetchPackDescriptor, 'digest'>): string {
+    if (!isDigest(pack.digest)) throw new ImgstreamError(ErrorCode.INVALID_DIGEST, `bad pack digest ${JSON.stringify(pack.digest)}`);
+    return join(this.dir, `${pack.digest.replace(':', '-')}.pack`);
+  }
+
+  /** Stores a report's pack blob (its members are checked when it is read). */
+  async putPack(pack: Pick<PrefetchPackDescriptor, 'digest'>, bytes: Uint8Array): Promise<string> {
+    await mkdir(this.dir, { recursive: true });
+    const path = this.packPathOf(pack);
+    await writeFileAtomic(path, bytes);
+    return path;
+  }
+
+  /** The stored pack blob (close it when done), or undefined when it is not stored. */
+  async openPack(pack: Pick<PrefetchPackDescriptor, 'digest'>): Promise<FileRangeReader | undefined> {
+    try {
+      return await FileRangeReader.open(this.packPathOf(pack));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
   }
 
   /** Removes a manifest's report; true when there was one. */

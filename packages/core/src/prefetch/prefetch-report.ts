@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { isDigest, type Digest } from '../digest.js';
 import { ErrorCode, ImgstreamError } from '../errors.js';
 import type { LayerFormat, LayerIndex } from '../index/model.js';
+import type { PrefetchPackDescriptor } from './prefetch-pack.js';
 
 /** Media type of a serialised prefetch report (docs/prefetch.md). */
 export const PREFETCH_REPORT_MEDIA_TYPE = 'application/vnd.imgstream.prefetch-report.v1+json';
@@ -62,6 +63,11 @@ export interface PrefetchReport {
   readonly ranges: readonly PrefetchRange[];
   /** Optional: the file ranges read, in first-read order (reports recorded before it existed have none). */
   readonly files?: readonly PrefetchFileRange[];
+  /**
+   * Optional: the pack of `files` (their bytes, compressed range by range), a second blob beside
+   * the report; a replay that can read it fetches it instead of the blocks (docs/prefetch.md).
+   */
+  readonly pack?: PrefetchPackDescriptor;
 }
 
 const identities = new WeakMap<LayerIndex, string>();
@@ -169,6 +175,9 @@ export function serialisePrefetchReport(report: PrefetchReport): Uint8Array {
     layers: report.layers.map((l) => ({ digest: l.digest, format: l.format, indexId: l.indexId, blocks: l.blocks })),
     ranges: report.ranges.map((r) => [r.layer, r.first, r.count]),
     ...(report.files !== undefined ? { files: report.files.map((f) => [f.layer, f.path, f.offset, f.length]) } : {}),
+    ...(report.pack !== undefined
+      ? { pack: { digest: report.pack.digest, size: report.pack.size, align: report.pack.align, extend: report.pack.extend, piece: report.pack.piece, members: report.pack.members.map((m) => [m.compressedSize, m.decodedSize, m.digest]) } }
+      : {}),
   };
   return new TextEncoder().encode(JSON.stringify(json));
 }
@@ -218,7 +227,10 @@ export function parsePrefetchReport(bytes: Uint8Array): PrefetchReport {
     return { layer, first, count };
   });
   const report = { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: o.createdAt, layers, ranges };
-  if (o.files === undefined) return report;
+  if (o.files === undefined) {
+    if (o.pack !== undefined) throw bad('a pack without files', manifestDigest);
+    return report;
+  }
   if (!Array.isArray(o.files) || o.files.length > MAX_PREFETCH_FILE_RANGES) throw bad(`files must be an array of at most ${MAX_PREFETCH_FILE_RANGES}`, manifestDigest);
   const files: PrefetchFileRange[] = o.files.map((f: unknown, i) => {
     if (!Array.isArray(f) || f.length !== 4) throw bad(`file ${i}: not a [layer, path, offset, length] quadruple`, manifestDigest);
@@ -230,7 +242,24 @@ export function parsePrefetchReport(bytes: Uint8Array): PrefetchReport {
     if (!isCount(offset, 0) || !isCount(length, 1)) throw bad(`file ${i}: bad range`, manifestDigest);
     return { layer, path, offset, length };
   });
-  return { ...report, files };
+  if (o.pack === undefined) return { ...report, files };
+  const pack = parsePack(o.pack, manifestDigest);
+  return { ...report, files, pack };
+}
+
+function parsePack(value: unknown, manifestDigest: Digest): PrefetchPackDescriptor {
+  const p = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
+  if (typeof p.digest !== 'string' || !isDigest(p.digest) || !isCount(p.size, 1) || !Array.isArray(p.members)) throw bad('bad pack', manifestDigest);
+  const members = p.members.map((m: unknown, i) => {
+    if (!Array.isArray(m) || m.length !== 3) throw bad(`pack member ${i}: not a [compressedSize, decodedSize, digest] triple`, manifestDigest);
+    const [compressedSize, decodedSize, digest] = m as unknown[];
+    if (!isCount(compressedSize, 1) || !isCount(decodedSize, 1) || typeof digest !== 'string' || !isDigest(digest)) throw bad(`pack member ${i} malformed`, manifestDigest);
+    return { compressedSize, decodedSize, digest };
+  });
+  if (!isCount(p.align, 1) || !isCount(p.extend, 0) || !isCount(p.piece, 1)) throw bad('bad pack align, extend or piece', manifestDigest);
+  if (members.length === 0 || members.reduce((n, m) => n + m.compressedSize, 0) !== p.size) throw bad('pack members do not add up to the pack size', manifestDigest);
+  // which ranges each member holds is checked against the index when the pack is replayed
+  return { digest: p.digest, size: p.size, align: p.align, extend: p.extend, piece: p.piece, members };
 }
 
 /**

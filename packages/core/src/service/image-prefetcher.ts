@@ -2,7 +2,8 @@ import { EventEmitter } from 'eventemitter3';
 import { defaults } from '../defaults.js';
 import { channel, publish } from '../diagnostics.js';
 import type { Digest } from '../digest.js';
-import { ErrorCode, invalidOption, isImgstreamError } from '../errors.js';
+import { ErrorCode, ImgstreamError, invalidOption, isImgstreamError } from '../errors.js';
+import type { RangeReader } from '../blob.js';
 import type { FetchLayer } from '../fetch/block-fetcher.js';
 import type { LayerIndex } from '../index/model.js';
 import { fetchPrefetchReport, pushPrefetchReport } from '../prefetch/prefetch-artifact.js';
@@ -10,6 +11,8 @@ import { PrefetchRecorder } from '../prefetch/prefetch-recorder.js';
 import { checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
 import { PrefetchReportStore } from '../prefetch/prefetch-report-store.js';
 import { PrefetchReplay, type PrefetchReplayResult } from '../prefetch/prefetch-replay.js';
+import { packMemberRanges, packPrefetchReport, packRangesOf, type PackFileRange } from '../prefetch/prefetch-pack.js';
+import { PrefetchPackReplay, type PrefetchPackReplayResult } from '../prefetch/prefetch-pack-replay.js';
 import { PrefetchWarmupPlan, type FilePiece } from '../prefetch/prefetch-warmup.js';
 import { parseReference } from '../registry/reference.js';
 import type { ImageStreamer, StreamedLayer } from './image-streamer.js';
@@ -38,6 +41,12 @@ export interface ImagePrefetcherOptions {
   registryReports?: boolean;
   /** Push recorded reports to the registry as artifacts referring to the image (needs push rights). Default false. */
   pushReports?: boolean;
+  /**
+   * Packs: a recorded report gets a pack (the bytes of its file ranges, compressed range by range,
+   * stored and pushed beside it), and a replay reads a report's pack instead of fetching its
+   * blocks when it can (docs/prefetch.md). Default true.
+   */
+  packs?: boolean;
 }
 
 /** Where a report came from (`estargz-landmark`: the prioritized files of eStargz layers). */
@@ -48,7 +57,7 @@ export interface ImagePrefetcherEvents {
   /** A report was looked up for an image: found (replayed), missing (recorded), or stale/corrupt (ignored, recorded again). */
   report: (event: { imageRef: string; manifestDigest: Digest; status: 'found' | 'missing' | 'stale'; source?: PrefetchReportSource; reason?: string }) => void;
   /** A replay finished; hits and misses count first foreground reads so far. */
-  replayed: (event: { imageRef: string; manifestDigest: Digest; result: PrefetchReplayResult; hits: number; misses: number }) => void;
+  replayed: (event: { imageRef: string; manifestDigest: Digest; result: PrefetchReplayResult | PrefetchPackReplayResult; hits: number; misses: number }) => void;
   /**
    * File ranges of a replayed report (its `files`) whose blocks are all in the content cache now,
    * in report order: a FUSE server reads them through its mount so the container's first reads
@@ -70,7 +79,8 @@ export interface PrefetchStart {
   readonly mode: 'replay' | 'record' | 'none';
   /** Whether the first batch settled within `waitMs` (replay only). */
   readonly firstBatchReady?: boolean;
-  readonly replay?: PrefetchReplay;
+  /** The replay: of the report's pack when it has one that could be opened, else of its blocks. */
+  readonly replay?: PrefetchReplay | PrefetchPackReplay;
   readonly recorder?: PrefetchRecorder;
 }
 
@@ -87,6 +97,8 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
   readonly #opts: Required<Omit<ImagePrefetcherOptions, 'streamer' | 'store'>>;
   readonly #started = new Map<Digest, Promise<PrefetchStart>>();
   readonly #controller = new AbortController();
+  /** Replays still counting hits (and, for packs, holding their ranges). */
+  readonly #replays = new Set<PrefetchReplay | PrefetchPackReplay>();
   readonly #pendingStores = new Set<Promise<void>>();
   /** layer digest -> recordings in progress that read it */
   readonly #recording = new Map<Digest, Set<Promise<unknown>>>();
@@ -101,6 +113,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       record: options.record ?? true,
       registryReports: options.registryReports ?? true,
       pushReports: options.pushReports ?? false,
+      packs: options.packs ?? true,
       quietMs: options.quietMs ?? p.quietMs,
       recordMaxMs: options.recordMaxMs ?? p.recordMaxMs,
       budgetBytes: options.budgetBytes ?? p.budgetBytes,
@@ -153,6 +166,8 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
    */
   async close(): Promise<void> {
     this.#controller.abort();
+    // pinned pack ranges are let go now, not when their start-up window ends
+    for (const replay of this.#replays) replay.stop();
     await Promise.allSettled([...this.#pendingStores]);
   }
 
@@ -206,28 +221,57 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       void stored.finally(() => this.#pendingStores.delete(stored));
     }
     const fetchLayers = new Map<Digest, FetchLayer>(layers.map((l) => [l.digest, l]));
-    const replay = new PrefetchReplay({
-      fetcher: this.#streamer.fetcher,
-      report,
-      layers: fetchLayers,
-      budgetBytes: this.#opts.budgetBytes,
-      parallelBatches: this.#opts.parallelBatches,
-      batchBytes: this.#opts.batchBytes,
-      signal: this.#controller.signal,
-      onLoaded: (layerDigest, blocks) => {
-        const pieces = warmup?.loaded(layerDigest, blocks) ?? [];
-        if (pieces.length > 0) this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces });
-      },
-    });
-    // built before the replay's first batch can settle (that takes a fetch at least)
-    const warmup = report.files !== undefined && report.files.length > 0 ? new PrefetchWarmupPlan(report, indexes, (d, b) => replay.fetches(d, b)) : undefined;
+    const blockReplay = (): PrefetchReplay => {
+      const r = new PrefetchReplay({
+        fetcher: this.#streamer.fetcher,
+        report,
+        layers: fetchLayers,
+        budgetBytes: this.#opts.budgetBytes,
+        parallelBatches: this.#opts.parallelBatches,
+        batchBytes: this.#opts.batchBytes,
+        signal: this.#controller.signal,
+        onLoaded: (layerDigest, blocks) => {
+          const pieces = warmup?.loaded(layerDigest, blocks) ?? [];
+          if (pieces.length > 0) this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces });
+        },
+      });
+      // built before the replay's first batch can settle (that takes a fetch at least)
+      const warmup = report.files !== undefined && report.files.length > 0 ? new PrefetchWarmupPlan(report, indexes, (d, b) => r.fetches(d, b)) : undefined;
+      return r;
+    };
+    const packRanges = this.#packRanges(report, indexes);
+    const packSource = packRanges !== undefined ? await this.#openPack(imageRef, report, source) : undefined;
+    let replay: PrefetchReplay | PrefetchPackReplay;
+    if (packSource !== undefined && packRanges !== undefined && report.pack !== undefined) {
+      const packReplay = new PrefetchPackReplay({
+        fetcher: this.#streamer.fetcher,
+        pack: report.pack,
+        files: packRanges,
+        layerDigests: report.layers.map((l) => l.digest),
+        reader: packSource,
+        parallel: this.#opts.parallelBatches,
+        signal: this.#controller.signal,
+        onPinned: (layerDigest, pieces) => this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces }),
+      });
+      replay = packReplay;
+      void packReplay.done.then((result) => {
+        if (result.pack.error === undefined || this.#controller.signal.aborted) return;
+        // what the pack did not deliver is fetched as blocks (those already cached cost nothing)
+        this.emit('error', result.pack.error);
+        void blockReplay().done;
+      });
+    } else {
+      replay = blockReplay();
+    }
     void replay.done.then((result) => {
       const event = { imageRef, manifestDigest, result, hits: replay.hits, misses: replay.misses };
       publish(diag.replayed, event);
       this.emit('replayed', event);
     });
     // count hits and misses over the start-up window, then stop
+    this.#replays.add(replay);
     const window = setTimeout(() => {
+      this.#replays.delete(replay);
       replay.stop();
       this.emit('replay-stats', { imageRef, manifestDigest, hits: replay.hits, misses: replay.misses });
     }, this.#opts.recordMaxMs);
@@ -265,13 +309,19 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       }
     });
     const stored = recorder.done
-      .then(async (report) => {
+      .then(async (recorded) => {
+        let report = recorded;
         if (report.ranges.length === 0) return;
+        const packed = this.#opts.packs ? await this.#buildPack(report, layers) : undefined;
+        if (packed !== undefined) {
+          report = { ...report, pack: packed.descriptor };
+          await this.store.putPack(packed.descriptor, packed.bytes);
+        }
         const path = await this.store.put(report);
         const blocks = report.ranges.reduce((n, r) => n + r.count, 0);
         this.emit('recorded', { imageRef, manifestDigest, ranges: report.ranges.length, blocks, path });
         if (this.#opts.pushReports) {
-          const artifactDigest = await pushPrefetchReport(this.#streamer.registry, parseReference(imageRef), report);
+          const artifactDigest = await pushPrefetchReport(this.#streamer.registry, parseReference(imageRef), report, packed !== undefined ? { pack: packed.bytes } : {});
           this.emit('pushed', { imageRef, manifestDigest, artifactDigest });
         }
       })
@@ -279,6 +329,53 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     this.#pendingStores.add(stored);
     void stored.finally(() => this.#pendingStores.delete(stored));
     return { mode: 'record', recorder };
+  }
+
+  /**
+   * The pack of a recorded report: its file ranges read through the fetcher (their blocks are
+   * usually still cached) and compressed. Undefined (reported as an error) when it cannot be made;
+   * the report is kept without one. Not aborted by close(), which waits for it.
+   */
+  async #buildPack(report: PrefetchReport, layers: readonly StreamedLayer[]): Promise<Awaited<ReturnType<typeof packPrefetchReport>>> {
+    try {
+      return await packPrefetchReport(report, new Map(layers.map((l) => [l.digest, l])), this.#streamer.fetcher);
+    } catch (err) {
+      this.emit('error', err);
+      return undefined;
+    }
+  }
+
+  /**
+   * The ranges of a report's pack, when packs are on, it has one that fits the image's indexes
+   * (its members hold exactly these ranges) and the budget. Otherwise undefined (a pack that does
+   * not fit is reported as an error): the blocks are replayed.
+   */
+  #packRanges(report: PrefetchReport, indexes: ReadonlyMap<Digest, LayerIndex>): PackFileRange[] | undefined {
+    const pack = report.pack;
+    if (!this.#opts.packs || pack === undefined || report.files === undefined) return undefined;
+    const ranges = packRangesOf(report.files, sizeIn(report, indexes), pack);
+    try {
+      packMemberRanges(pack, ranges);
+    } catch (err) {
+      this.emit('error', new ImgstreamError(ErrorCode.INVALID_PREFETCH_REPORT, `prefetch pack of ${report.manifestDigest} does not fit the image: ${(err as Error).message}`, { digest: report.manifestDigest }));
+      return undefined;
+    }
+    // the budget bounds a pack as it bounds the blocks: a larger one is left to the block replay
+    return ranges.reduce((n, f) => n + f.length, 0) <= this.#opts.budgetBytes ? ranges : undefined;
+  }
+
+  /** The blob of a report's pack: the local copy when the report is local and has it, else the registry's. */
+  async #openPack(imageRef: string, report: PrefetchReport, source: PrefetchReportSource): Promise<(RangeReader & { close?: () => Promise<void> }) | undefined> {
+    const pack = report.pack;
+    if (pack === undefined) return undefined;
+    try {
+      const local = source === 'local' ? await this.store.openPack(pack) : undefined;
+      if (local !== undefined) return local;
+    } catch (err) {
+      this.emit('error', err);
+    }
+    if (!this.#opts.registryReports) return undefined;
+    return this.#streamer.registry.blobReader(parseReference(imageRef), { digest: pack.digest, size: pack.size });
   }
 
   /** A registry report; a registry that cannot be asked counts as having none (reported as an error). */
@@ -296,4 +393,12 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     publish(diag.report, event);
     this.emit('report', event);
   }
+}
+
+/** A file's size in the index of a report's layer (undefined: no such regular file). */
+function sizeIn(report: PrefetchReport, indexes: ReadonlyMap<Digest, LayerIndex>): (layer: number, path: string) => number | undefined {
+  return (layer, path) => {
+    const entry = indexes.get(report.layers[layer]?.digest as Digest)?.entries.get(path);
+    return entry?.type === 'file' ? entry.size : undefined;
+  };
 }
