@@ -51,8 +51,10 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
     `--plain_http_registries=${ctx.registryHost}`,
     '--log_formatter=json',
     `--enable_prefetching=${ctx.prefetch}`,
-    // reports outlive the per-run state dir: the prefetch scenario's warm-up run records them
-    `--prefetch_report_dir=${join(ctx.stateDir, '..', 'imgstream-prefetch-reports')}`,
+    // every run has a report dir of its own: the prefetch scenario's recording run pushes its
+    // report (and pack) to the registry, where the measured runs find it, as a fresh node does
+    `--prefetch_report_dir=${d('prefetch-reports')}`,
+    ...(ctx.prefetchRecording === true ? ['--prefetch_push=true'] : []),
     // extra daemon flags for experiments, e.g. IMGSTREAMD_ARGS='--background_downloads=false'
     ...(process.env.IMGSTREAMD_ARGS ?? '').split(/\s+/).filter(Boolean),
   ];

@@ -28,7 +28,9 @@ export const CACHE_ROOT = process.env.IMGSTREAM_BENCH_CACHE ?? '/var/cache/imgst
  * The imgstream daemon to benchmark: imgstreamd through `src/imgstreamd-plugin.ts` (images are
  * indexed with `imgstream index` after they are pushed). Another one can be plugged in with
  * `--imgstream MODULE`: a module whose export `startImgstreamDaemon` is a `StartImgstreamDaemon`
- * (bench/src/scenarios/types.ts). The prefetch scenario starts with one recording run (not measured).
+ * (bench/src/scenarios/types.ts). The prefetch scenario starts with one recording run (not measured)
+ * that pushes the report and its pack to the registry; each measured run starts with an empty
+ * report dir and finds them there, as a fresh node does.
  */
 const DEFAULT_IMGSTREAM: StartImgstreamDaemon | undefined = startImgstreamDaemon;
 

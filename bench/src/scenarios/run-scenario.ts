@@ -142,7 +142,7 @@ async function runImgstream(ctx: ScenarioContext, start: StartImgstreamDaemon, s
   try {
     const lab = await makeLab(c, 'imgstream-bench-');
     const socketPath = join(lab.dir, 'imgstream.sock');
-    const daemon = await start({ netnsPath: netnsPath(ctx.net.nodeNs), stateDir, socketPath, registryHost: ctx.registryHost, prefetch: scenario === 'imgstream-prefetch', cleanup: c });
+    const daemon = await start({ netnsPath: netnsPath(ctx.net.nodeNs), stateDir, socketPath, registryHost: ctx.registryHost, prefetch: scenario === 'imgstream-prefetch', prefetchRecording: scenario === 'imgstream-prefetch' && index === 0, cleanup: c });
     c.after(() => daemon.stop());
     const ctd = await startContainerd(lab, { netns: netnsPath(ctx.net.nodeNs), namespace: `imgstream-bench-${index}`, proxySnapshotters: { [daemon.snapshotter]: socketPath } });
     const ref = `${ctx.registryHost}/${ctx.image.name}:${ctx.image.tag}`;

@@ -61,6 +61,12 @@ export interface ImgstreamDaemonContext {
   readonly registryHost: string;
   /** Use the image's prefetch report. */
   readonly prefetch: boolean;
+  /**
+   * With `prefetch`: this run records the report and pushes it (with its pack) to the registry,
+   * as the first node to run an image does. The measured runs start without a local report and
+   * find it in the registry, as any other node does.
+   */
+  readonly prefetchRecording?: boolean;
   /** Register teardown here. */
   readonly cleanup: Cleanup;
 }
