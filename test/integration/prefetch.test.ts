@@ -250,6 +250,8 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
   const b = await node(t, client, reportDir);
   const errors: unknown[] = [];
   b.prefetcher.on('error', (e) => errors.push(e));
+  const warm: string[] = [];
+  b.prefetcher.on('files-loaded', (e) => warm.push(...e.pieces.map((p) => `${p.path}@${p.offset}+${p.length}`)));
   const start = await b.prefetcher.startImage(image.ref);
   assert.equal(start.mode, 'replay');
   assert.equal(start.firstBatchReady, true);
@@ -258,6 +260,8 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
   assert.equal(result.pack.error, undefined);
   assert.equal(result.pack.packBytes, report.pack.size);
   assert.equal(result.bytes, packed);
+  // the page-cache warm-up is handed the pinned ranges as they arrive (here: the workload's files, whole)
+  assert.deepEqual(warm.sort(), report.files.map((f) => `${f.path}@${f.offset}+${f.length}`).sort());
   await runWorkload(b.streamer, await openAll(b.streamer, image.ref, image.layerDigests), contents);
   assert.equal(b.fetches.length, 0, 'nothing was fetched from the registry: the pack was local');
   const { hits, misses } = start.replay!;
