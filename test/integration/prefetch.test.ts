@@ -74,6 +74,14 @@ async function runWorkload(streamer: ImageStreamer, layers: StreamedLayer[], con
   }
 }
 
+/** Starts the image on a node without a report and runs the workload: the recorded report. */
+async function recordOn(n: { prefetcher: ImagePrefetcher; streamer: ImageStreamer }, image: { ref: string; layerDigests: readonly string[] }, contents: Map<string, Buffer>): Promise<{ path: string; blocks: number }> {
+  const recorded = new Promise<{ path: string; blocks: number }>((resolve) => n.prefetcher.on('recorded', resolve));
+  await n.prefetcher.startImage(image.ref);
+  await runWorkload(n.streamer, await openAll(n.streamer, image.ref, image.layerDigests), contents);
+  return recorded;
+}
+
 async function openAll(streamer: ImageStreamer, ref: string, layerDigests: readonly string[]): Promise<StreamedLayer[]> {
   return Promise.all(layerDigests.map((layerDigest) => streamer.openLayer({ imageRef: ref, layerDigest })));
 }
@@ -173,10 +181,7 @@ test('prefetch: corrupt or stale reports are ignored with a warning and never br
   const { registry, image, client, contents } = await setup(t);
   const reportDir = await tempDir(t, 'imgstream-prefetch-reports-');
   const a = await node(t, client, reportDir);
-  const recorded = new Promise<{ path: string; blocks: number }>((resolve) => a.prefetcher.on('recorded', resolve));
-  await a.prefetcher.startImage(image.ref);
-  await runWorkload(a.streamer, await openAll(a.streamer, image.ref, image.layerDigests), contents);
-  const rec = await recorded;
+  const rec = await recordOn(a, image, contents);
   const good = await readFile(rec.path);
   const report = parsePrefetchReport(good);
 
@@ -233,10 +238,7 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
   const { image, client, contents } = await setup(t);
   const reportDir = await tempDir(t, 'imgstream-prefetch-reports-');
   const a = await node(t, client, reportDir);
-  const recorded = new Promise<{ path: string; blocks: number }>((resolve) => a.prefetcher.on('recorded', resolve));
-  await a.prefetcher.startImage(image.ref);
-  await runWorkload(a.streamer, await openAll(a.streamer, image.ref, image.layerDigests), contents);
-  const rec = await recorded;
+  const rec = await recordOn(a, image, contents);
   const report = parsePrefetchReport(await readFile(rec.path));
   assert.ok(report.pack !== undefined && report.files !== undefined, 'the report names a pack');
   const packed = report.pack.members.reduce((n, m) => n + m.decodedSize, 0);

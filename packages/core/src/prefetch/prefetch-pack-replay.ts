@@ -1,6 +1,7 @@
 import type { RangeReader } from '../blob.js';
 import type { Digest } from '../digest.js';
-import type { BlockFetcher, CacheLookupEvent } from '../fetch/block-fetcher.js';
+import type { BlockFetcher } from '../fetch/block-fetcher.js';
+import { watchFirstReads } from './first-reads.js';
 import type { PinnedRange } from '../fetch/pinned-file-ranges.js';
 import { replayPrefetchPack, type PackFileRange, type PrefetchPackDescriptor, type PrefetchPackResult } from './prefetch-pack.js';
 import type { PrefetchReplayResult } from './prefetch-replay.js';
@@ -38,18 +39,15 @@ export class PrefetchPackReplay {
   /** Resolves when the pack is read (or failed: `pack.error`); never rejects. */
   readonly done: Promise<PrefetchPackReplayResult>;
   readonly #fetcher: BlockFetcher;
-  readonly #layers: ReadonlySet<Digest>;
   readonly #handles: PinnedRange[] = [];
-  readonly #firstRead = new Set<string>();
   #misses = 0;
-  #tracking = true;
+  #unwatch: (() => void) | undefined;
 
   constructor(options: PrefetchPackReplayOptions) {
     this.#fetcher = options.fetcher;
-    this.#layers = new Set(options.layerDigests);
     let first!: () => void;
     this.firstBatch = new Promise<void>((resolve) => (first = resolve));
-    this.#fetcher.on('cache', this.#onCache);
+    this.#unwatch = watchFirstReads(this.#fetcher, new Set(options.layerDigests), () => this.#misses++);
     const started = performance.now();
     this.done = replayPrefetchPack(
       options.pack,
@@ -102,18 +100,10 @@ export class PrefetchPackReplay {
 
   /** Stops counting and unpins the ranges (reads go through the fetcher again). Idempotent. */
   stop(): void {
-    if (!this.#tracking) return;
-    this.#tracking = false;
-    this.#fetcher.off('cache', this.#onCache);
-    this.#fetcher.pinned.remove(this.#handles);
+    if (this.#unwatch === undefined) return;
+    this.#unwatch();
+    this.#unwatch = undefined;
     // a member decoding now is filled into ranges that are gone: nothing is pinned after this
+    this.#fetcher.pinned.remove(this.#handles);
   }
-
-  readonly #onCache = (e: CacheLookupEvent): void => {
-    if (e.priority !== 'foreground' || !this.#layers.has(e.layerDigest)) return;
-    const key = `${e.layerDigest}:${e.block}`;
-    if (this.#firstRead.has(key)) return;
-    this.#firstRead.add(key);
-    this.#misses++;
-  };
 }

@@ -2,7 +2,8 @@ import { setMaxListeners } from 'node:events';
 import { defaults } from '../defaults.js';
 import type { Digest } from '../digest.js';
 import { invalidOption } from '../errors.js';
-import type { BlockFetcher, CacheLookupEvent, FetchLayer } from '../fetch/block-fetcher.js';
+import type { BlockFetcher, FetchLayer } from '../fetch/block-fetcher.js';
+import { watchFirstReads } from './first-reads.js';
 import type { PrefetchReport } from './prefetch-report.js';
 
 /** Options of {@link PrefetchReplay}. */
@@ -85,10 +86,9 @@ export class PrefetchReplay {
   readonly #layers: ReadonlyMap<Digest, FetchLayer>;
   /** Blocks the replay fetches (within the budget). */
   readonly #planned = new Set<string>();
-  readonly #firstRead = new Set<string>();
   #hits = 0;
   #misses = 0;
-  #tracking = true;
+  #unwatch: (() => void) | undefined;
 
   constructor(options: PrefetchReplayOptions) {
     if (options?.fetcher === undefined) throw invalidOption('fetcher', 'is required');
@@ -206,7 +206,10 @@ export class PrefetchReplay {
         }
       }
     };
-    this.#fetcher.on('cache', this.#onCache);
+    this.#unwatch = watchFirstReads(this.#fetcher, this.#layers, (e, key) => {
+      if (e.hit && this.#planned.has(key)) this.#hits++;
+      else this.#misses++;
+    });
     this.done = Promise.all(Array.from({ length: Math.min(parallel, Math.max(batches.length, 1)) }, (_v, lane) => worker(lane))).then(() => {
       outer?.removeEventListener('abort', onAbort);
       firstDone();
@@ -231,17 +234,7 @@ export class PrefetchReplay {
 
   /** Stops counting hits and misses. Idempotent. */
   stop(): void {
-    if (!this.#tracking) return;
-    this.#tracking = false;
-    this.#fetcher.off('cache', this.#onCache);
+    this.#unwatch?.();
+    this.#unwatch = undefined;
   }
-
-  readonly #onCache = (e: CacheLookupEvent): void => {
-    if (e.priority !== 'foreground' || !this.#layers.has(e.layerDigest)) return;
-    const key = `${e.layerDigest}:${e.block}`;
-    if (this.#firstRead.has(key)) return;
-    this.#firstRead.add(key);
-    if (e.hit && this.#planned.has(key)) this.#hits++;
-    else this.#misses++;
-  };
 }
