@@ -275,6 +275,18 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
   start.replay!.stop();
   assert.equal(b.streamer.fetcher.pinned.size, 0);
   await runWorkload(b.streamer, await openAll(b.streamer, image.ref, image.layerDigests), contents);
+
+  // a report stored over it without that pack, or deleted, takes its pack file along
+  const store = a.prefetcher.store;
+  const packPath = store.packPathOf(report.pack);
+  const { pack: _pack, ...withoutPack } = report;
+  await store.put(withoutPack);
+  await assert.rejects(readFile(packPath), /ENOENT/);
+  await store.put(report);
+  await writeFile(packPath, packFile);
+  assert.equal(await store.delete(image.manifestDigest as Digest), true);
+  await assert.rejects(readFile(packPath), /ENOENT/);
+  assert.equal(await store.get(image.manifestDigest as Digest), undefined);
 });
 
 test('prefetch pack: a corrupt pack, one that does not fit the image, or a pack read that crawls never breaks a start: the blocks are fetched instead', { timeout: 120_000 }, async (t) => {

@@ -46,12 +46,23 @@ export class PrefetchReportStore {
     return parsePrefetchReport(bytes);
   }
 
-  /** Stores a report (replacing the manifest's previous one). */
+  /** Stores a report (replacing the manifest's previous one, and removing that one's pack when it named another). */
   async put(report: PrefetchReport): Promise<string> {
     await mkdir(this.dir, { recursive: true });
     const path = this.pathOf(report.manifestDigest);
+    const previous = await this.#packOfStored(report.manifestDigest);
     await writeFileAtomic(path, serialisePrefetchReport(report));
+    if (previous !== undefined && previous.digest !== report.pack?.digest) await rm(this.packPathOf(previous), { force: true });
     return path;
+  }
+
+  /** The pack a stored report names (undefined: no report, a corrupt one, or no pack). */
+  async #packOfStored(manifestDigest: Digest): Promise<PrefetchPackDescriptor | undefined> {
+    try {
+      return (await this.get(manifestDigest))?.pack;
+    } catch {
+      return undefined;
+    }
   }
 
   /** The file of a pack. */
@@ -78,7 +89,7 @@ export class PrefetchReportStore {
     }
   }
 
-  /** Removes a manifest's report; true when there was one. */
+  /** Removes a manifest's report and the pack it names; true when there was one. */
   async delete(manifestDigest: Digest): Promise<boolean> {
     const path = this.pathOf(manifestDigest);
     try {
@@ -86,7 +97,9 @@ export class PrefetchReportStore {
     } catch {
       return false;
     }
+    const pack = await this.#packOfStored(manifestDigest);
     await rm(path, { force: true });
+    if (pack !== undefined) await rm(this.packPathOf(pack), { force: true });
     return true;
   }
 }
