@@ -11,7 +11,7 @@ export interface PrefetchPackReplayOptions {
   /** The fetcher whose `pinned` ranges the pack's file ranges go to. Required. */
   fetcher: BlockFetcher;
   readonly pack: PrefetchPackDescriptor;
-  /** The report's file ranges (what the pack holds, in order). */
+  /** The pack's ranges (`packRangesOf` of the report's file ranges): what its members hold, in order. */
   readonly files: readonly PackFileRange[];
   /** The report's layer digests (`files[i].layer` indexes it). */
   readonly layerDigests: readonly Digest[];
@@ -19,7 +19,7 @@ export interface PrefetchPackReplayOptions {
   readonly reader: RangeReader & { close?: () => Promise<void> };
   /** Range requests in flight at once, after the first. Default 4. */
   readonly parallel?: number;
-  /** Called as each member's ranges are pinned, per layer, in report order. Exceptions are ignored. */
+  /** Called as each member's ranges are pinned, per layer (members decode side by side: roughly in report order). Exceptions are ignored. */
   onPinned?: (layerDigest: Digest, ranges: ReadonlyArray<{ path: string; offset: number; length: number }>) => void;
   signal?: AbortSignal;
 }
@@ -28,9 +28,9 @@ export interface PrefetchPackReplayOptions {
 export type PrefetchPackReplayResult = PrefetchReplayResult & { readonly pack: PrefetchPackResult };
 
 /**
- * Replays a report's pack: reads it in parallel range requests of whole members, checks and decodes each member and
- * pins the file ranges in the fetcher (`BlockFetcher.pinned`), so reads of them are answered from
- * memory. Counts hits (ranges first read from the pack) and misses (first foreground reads of a
+ * Replays a report's pack: reads it in parallel range requests of whole members, checks and
+ * decodes each member and pins its ranges in the fetcher (`BlockFetcher.pinned`), so reads of them
+ * are answered from memory. Counts hits (ranges first read from the pack) and misses (first foreground reads of a
  * block of the image's layers: what the pack did not hold) until {@link stop}, which also unpins.
  */
 export class PrefetchPackReplay {
@@ -55,7 +55,9 @@ export class PrefetchPackReplay {
       options.layerDigests,
       options.reader,
       this.#fetcher.pinned,
-      (handles) => this.#handles.push(...handles),
+      (handles) => {
+        for (const h of handles) this.#handles.push(h);
+      },
       (ranges) => {
         first();
         const byLayer = new Map<Digest, Array<{ path: string; offset: number; length: number }>>();
@@ -79,11 +81,6 @@ export class PrefetchPackReplay {
       await options.reader.close?.().catch(() => undefined);
       return { reportBlocks: 0, blocks: 0, bytes: pack.bytes, skippedBlocks: 0, batches: options.pack.members.length, failedBatches: pack.error !== undefined ? 1 : 0, durationMs: performance.now() - started, pack };
     });
-  }
-
-  /** Whether the replay fetches a block: never (it fetches file ranges). */
-  fetches(): boolean {
-    return false;
   }
 
   /** File ranges whose first read was answered from the pack. */

@@ -42,7 +42,7 @@ export interface ImagePrefetcherOptions {
   /** Push recorded reports to the registry as artifacts referring to the image (needs push rights). Default false. */
   pushReports?: boolean;
   /**
-   * Packs: a recorded report gets a pack (the bytes of its file ranges, compressed range by range,
+   * Packs: a recorded report gets a pack (the bytes of its file ranges, compressed on their own,
    * stored and pushed beside it), and a replay reads a report's pack instead of fetching its
    * blocks when it can (docs/prefetch.md). Default true.
    */
@@ -242,6 +242,8 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     const packRanges = this.#packRanges(report, indexes);
     const packSource = packRanges !== undefined ? await this.#openPack(imageRef, report, source) : undefined;
     let replay: PrefetchReplay | PrefetchPackReplay;
+    // replays of this start that end with its start-up window (a pack's fallback joins later)
+    const ended: Array<PrefetchReplay | PrefetchPackReplay> = [];
     if (packSource !== undefined && packRanges !== undefined && report.pack !== undefined) {
       const packReplay = new PrefetchPackReplay({
         fetcher: this.#streamer.fetcher,
@@ -255,10 +257,13 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       });
       replay = packReplay;
       void packReplay.done.then((result) => {
-        if (result.pack.error === undefined || this.#controller.signal.aborted) return;
-        // what the pack did not deliver is fetched as blocks (those already cached cost nothing)
+        if (result.pack.error === undefined || this.#controller.signal.aborted || !this.#replays.has(packReplay)) return;
+        // what the pack did not deliver is fetched as blocks (what is pinned is still served first);
+        // this replay ends with the pack's start-up window
         this.emit('error', result.pack.error);
-        void blockReplay().done;
+        const fallback = blockReplay();
+        this.#replays.add(fallback);
+        ended.push(fallback);
       });
     } else {
       replay = blockReplay();
@@ -270,9 +275,12 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     });
     // count hits and misses over the start-up window, then stop
     this.#replays.add(replay);
+    ended.push(replay);
     const window = setTimeout(() => {
-      this.#replays.delete(replay);
-      replay.stop();
+      for (const r of ended) {
+        this.#replays.delete(r);
+        r.stop();
+      }
       this.emit('replay-stats', { imageRef, manifestDigest, hits: replay.hits, misses: replay.misses });
     }, this.#opts.recordMaxMs);
     window.unref?.();
