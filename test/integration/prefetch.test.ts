@@ -314,6 +314,9 @@ test('prefetch pack: a corrupt pack, one that does not fit the image, or a pack 
   assert.ok(errors.some((e) => isImgstreamError(e, ErrorCode.DIGEST_MISMATCH)), 'the corrupt pack is reported');
   await runWorkload(b.streamer, await openAll(b.streamer, image.ref, image.layerDigests), contents);
   assert.ok(b.fetches.filter((f) => f.error === undefined).length > 0, 'what the pack did not deliver was fetched');
+  // the ranges of the corrupt member (and of members not asked for after it) did not arrive: the
+  // blocks of those ranges are what is replayed; the others stay pinned
+  assert.ok(resultB.pack.missing.length > 0 && resultB.pack.ranges > 0, `${resultB.pack.ranges} ranges pinned, ${resultB.pack.missing.length} missing`);
 
   // does not fit: the report's pack descriptor disagrees with its ranges -> ignored, blocks replayed
   await writeFile(packPath, good);

@@ -108,6 +108,7 @@ test('prefetch pack: a pack read in parallel range requests pins every range wit
   const order: string[] = [];
   const result = await replayPrefetchPack(descriptor, ranges, LAYERS, reader, pinned, () => undefined, (done) => order.push(...done.map((f) => f.path)), { parallel: 3, requestBytes: 200 * KiB });
   assert.equal(result.error, undefined);
+  assert.deepEqual(result.missing, []);
   assert.equal(result.ranges, ranges.length);
   assert.equal(result.packBytes, bytes.byteLength);
   assert.equal(result.bytes, ranges.reduce((n, f) => n + f.length, 0));
@@ -167,6 +168,7 @@ test('prefetch pack: a reader of a range whose request is in flight waits for it
   assert.ok(isImgstreamError(result.error, ErrorCode.DIGEST_MISMATCH), String(result.error));
   const lastCount = counts[counts.length - 1]!;
   assert.equal(result.ranges, ranges.length - lastCount);
+  assert.deepEqual(result.missing, ranges.slice(ranges.length - lastCount), 'the ranges that did not arrive');
   // the last member's ranges are gone (their readers read through the fetcher), the others stay
   for (const [i, f] of ranges.entries()) {
     const r = pinned.readInto(LAYERS[f.layer]!, f.path, f.offset, new Uint8Array(1));

@@ -220,6 +220,8 @@ export interface PrefetchPackResult {
   readonly packBytes: number;
   /** Why it stopped before the end (a member failed its digest, the source failed); the rest is read through the fetcher. */
   readonly error?: ImgstreamError;
+  /** The ranges that were not pinned (with `error`), in pack order. */
+  readonly missing: readonly PackFileRange[];
   readonly durationMs: number;
 }
 
@@ -345,8 +347,13 @@ export async function replayPrefetchPack(
   await Promise.all(Array.from({ length: parallel }, lane));
   await Promise.all(decodes);
   // ranges that will not come any more: their readers read elsewhere
-  if (failure !== undefined) pinned.remove(members.flatMap((_, m) => (filled[m] === 1 ? [] : handles.slice(firstRange[m]!, firstRange[m]! + counts[m]!))));
-  return { ranges, bytes, packBytes, ...(failure !== undefined ? { error: failure } : {}), durationMs: performance.now() - started };
+  const lost = failure === undefined ? [] : members.flatMap((_, m) => (filled[m] === 1 ? [] : range(firstRange[m]!, firstRange[m]! + counts[m]!)));
+  pinned.remove(lost.map((i) => handles[i]!));
+  return { ranges, bytes, packBytes, ...(failure !== undefined ? { error: failure } : {}), missing: lost.map((i) => files[i]!), durationMs: performance.now() - started };
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from }, (_, i) => from + i);
 }
 
 /** Compressed bytes of a replay's first range request (whole members; at least one). */

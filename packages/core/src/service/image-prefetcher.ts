@@ -8,7 +8,7 @@ import type { FetchLayer } from '../fetch/block-fetcher.js';
 import type { LayerIndex } from '../index/model.js';
 import { fetchPrefetchReport, pushPrefetchReport } from '../prefetch/prefetch-artifact.js';
 import { PrefetchRecorder } from '../prefetch/prefetch-recorder.js';
-import { checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
+import { buildPrefetchReport, checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
 import { PrefetchReportStore } from '../prefetch/prefetch-report-store.js';
 import { PrefetchReplay, type PrefetchReplayResult } from '../prefetch/prefetch-replay.js';
 import { packMemberRanges, packPrefetchReport, packRangesOf, type PackFileRange } from '../prefetch/prefetch-pack.js';
@@ -221,10 +221,10 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       void stored.finally(() => this.#pendingStores.delete(stored));
     }
     const fetchLayers = new Map<Digest, FetchLayer>(layers.map((l) => [l.digest, l]));
-    const blockReplay = (): PrefetchReplay => {
+    const blockReplay = (of: PrefetchReport): PrefetchReplay => {
       const r = new PrefetchReplay({
         fetcher: this.#streamer.fetcher,
-        report,
+        report: of,
         layers: fetchLayers,
         budgetBytes: this.#opts.budgetBytes,
         parallelBatches: this.#opts.parallelBatches,
@@ -236,7 +236,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
         },
       });
       // built before the replay's first batch can settle (that takes a fetch at least)
-      const warmup = report.files !== undefined && report.files.length > 0 ? new PrefetchWarmupPlan(report, indexes, (d, b) => r.fetches(d, b)) : undefined;
+      const warmup = of.files !== undefined && of.files.length > 0 ? new PrefetchWarmupPlan(of, indexes, (d, b) => r.fetches(d, b)) : undefined;
       return r;
     };
     const packRanges = this.#packRanges(report, indexes);
@@ -258,15 +258,17 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       replay = packReplay;
       void packReplay.done.then((result) => {
         if (result.pack.error === undefined || this.#controller.signal.aborted || !this.#replays.has(packReplay)) return;
-        // what the pack did not deliver is fetched as blocks (what is pinned is still served first);
-        // this replay ends with the pack's start-up window
+        // the blocks of the ranges the pack did not deliver are fetched instead; this replay ends
+        // with the pack's start-up window
         this.emit('error', result.pack.error);
-        const fallback = blockReplay();
+        const rest = blocksOfRanges(report, result.pack.missing, indexes);
+        if (rest.ranges.length === 0) return;
+        const fallback = blockReplay(rest);
         this.#replays.add(fallback);
         ended.push(fallback);
       });
     } else {
-      replay = blockReplay();
+      replay = blockReplay(report);
     }
     void replay.done.then((result) => {
       const event = { imageRef, manifestDigest, result, hits: replay.hits, misses: replay.misses };
@@ -401,6 +403,19 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     publish(diag.report, event);
     this.emit('report', event);
   }
+}
+
+/** A report of the blocks that hold the given file ranges (and those ranges as its files), in their order. */
+function blocksOfRanges(report: PrefetchReport, ranges: readonly PackFileRange[], indexes: ReadonlyMap<Digest, LayerIndex>): PrefetchReport {
+  const reads: Array<{ layer: Digest; block: number }> = [];
+  const fileReads: Array<{ layer: Digest; path: string; offset: number; length: number }> = [];
+  for (const f of ranges) {
+    const layer = report.layers[f.layer]!.digest;
+    const entry = indexes.get(layer)?.entries.get(f.path);
+    for (const x of entry?.extents ?? []) if (x.fileOffset < f.offset + f.length && x.fileOffset + x.length > f.offset) reads.push({ layer, block: x.block });
+    fileReads.push({ layer, path: f.path, offset: f.offset, length: f.length });
+  }
+  return buildPrefetchReport(report.manifestDigest, report.layers, reads, new Date(report.createdAt), fileReads);
 }
 
 /** A file's size in the index of a report's layer (undefined: no such regular file). */
