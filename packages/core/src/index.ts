@@ -141,6 +141,7 @@ export {
   packMemberRanges,
   packPrefetchReport,
   packRangesOf,
+  reportPackRanges,
   replayPrefetchPack,
   MAX_PREFETCH_PACK_BYTES,
   PREFETCH_PACK_LAYOUT,

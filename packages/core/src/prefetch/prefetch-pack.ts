@@ -6,6 +6,7 @@ import { ErrorCode, ImgstreamError } from '../errors.js';
 import type { PinnedFileRanges, PinnedRange } from '../fetch/pinned-file-ranges.js';
 import type { RangeReader } from '../blob.js';
 import type { BlockFetcher, FetchLayer } from '../fetch/block-fetcher.js';
+import type { LayerIndex } from '../index/model.js';
 
 /** A file range of a report (`PrefetchReport.files`): `layer` is the position in its `layers`. */
 export interface PackFileRange {
@@ -119,18 +120,29 @@ export async function packPrefetchReport(
   options: BuildPrefetchPackOptions & { layout?: PackLayout } = {},
 ): Promise<{ descriptor: PrefetchPackDescriptor; bytes: Uint8Array } | undefined> {
   if (report.files === undefined || report.files.length === 0) return undefined;
-  const layerOf = (i: number): FetchLayer | undefined => layers.get(report.layers[i]?.digest as Digest);
-  const sizeOf = (i: number, path: string): number | undefined => {
-    const entry = layerOf(i)?.index.entries.get(path);
-    return entry?.type === 'file' ? entry.size : undefined;
-  };
   const layout = options.layout ?? PREFETCH_PACK_LAYOUT;
   const read = async (f: PackFileRange): Promise<Uint8Array> => {
-    const layer = layerOf(f.layer)!;
+    const layer = layers.get(report.layers[f.layer]!.digest)!;
     const entry = layer.index.entries.get(f.path)!;
     return fetcher.read(layer, entry, f.offset, f.length, { priority: 'background', ...(options.signal !== undefined ? { signal: options.signal } : {}) });
   };
-  return buildPrefetchPack(packRangesOf(report.files, sizeOf, layout), read, layout, options);
+  return buildPrefetchPack(reportPackRanges(report, (d) => layers.get(d)?.index, layout), read, layout, options);
+}
+
+/**
+ * {@link packRangesOf} for a report against the image's indexes (`indexOf` a layer digest): the
+ * sizes are those of the regular files of the report's layers.
+ */
+export function reportPackRanges(
+  report: { readonly layers: ReadonlyArray<{ readonly digest: Digest }>; readonly files?: readonly PackFileRange[] | undefined },
+  indexOf: (layerDigest: Digest) => LayerIndex | undefined,
+  layout: PackLayout,
+): PackFileRange[] {
+  return packRangesOf(report.files ?? [], (layer, path) => {
+    const digest = report.layers[layer]?.digest;
+    const entry = digest !== undefined ? indexOf(digest)?.entries.get(path) : undefined;
+    return entry?.type === 'file' ? entry.size : undefined;
+  }, layout);
 }
 
 /** Options of {@link buildPrefetchPack}. */

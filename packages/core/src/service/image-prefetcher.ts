@@ -11,7 +11,7 @@ import { PrefetchRecorder } from '../prefetch/prefetch-recorder.js';
 import { buildPrefetchReport, checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
 import { PrefetchReportStore } from '../prefetch/prefetch-report-store.js';
 import { PrefetchReplay, type PrefetchReplayResult } from '../prefetch/prefetch-replay.js';
-import { packMemberRanges, packPrefetchReport, packRangesOf, type PackFileRange } from '../prefetch/prefetch-pack.js';
+import { packMemberRanges, packPrefetchReport, reportPackRanges, type PackFileRange } from '../prefetch/prefetch-pack.js';
 import { PrefetchPackReplay, type PrefetchPackReplayResult } from '../prefetch/prefetch-pack-replay.js';
 import { PrefetchWarmupPlan, type FilePiece } from '../prefetch/prefetch-warmup.js';
 import { parseReference } from '../registry/reference.js';
@@ -363,7 +363,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
   #packRanges(report: PrefetchReport, indexes: ReadonlyMap<Digest, LayerIndex>): PackFileRange[] | undefined {
     const pack = report.pack;
     if (!this.#opts.packs || pack === undefined || report.files === undefined) return undefined;
-    const ranges = packRangesOf(report.files, sizeIn(report, indexes), pack);
+    const ranges = reportPackRanges(report, (d) => indexes.get(d), pack);
     try {
       packMemberRanges(pack, ranges);
     } catch (err) {
@@ -416,12 +416,4 @@ function blocksOfRanges(report: PrefetchReport, ranges: readonly PackFileRange[]
     fileReads.push({ layer, path: f.path, offset: f.offset, length: f.length });
   }
   return buildPrefetchReport(report.manifestDigest, report.layers, reads, new Date(report.createdAt), fileReads);
-}
-
-/** A file's size in the index of a report's layer (undefined: no such regular file). */
-function sizeIn(report: PrefetchReport, indexes: ReadonlyMap<Digest, LayerIndex>): (layer: number, path: string) => number | undefined {
-  return (layer, path) => {
-    const entry = indexes.get(report.layers[layer]?.digest as Digest)?.entries.get(path);
-    return entry?.type === 'file' ? entry.size : undefined;
-  };
 }
