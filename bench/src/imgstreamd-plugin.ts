@@ -70,7 +70,7 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
     logFile?.write(b);
     const lines = (partial + b.toString()).split('\n');
     partial = lines.pop() ?? '';
-    for (const line of lines) if (line.includes('"layer download')) fullLog += `${line}\n`;
+    for (const line of lines) if (line.includes('"layer download') || line.includes('"msg":"prefetch report') || line.includes('"msg":"no prefetch report')) fullLog += `${line}\n`;
     log = (log + b.toString()).slice(-20_000);
   });
   ctx.cleanup.after(() => stopChild(child, 20_000));
@@ -105,6 +105,7 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
   return {
     snapshotter: 'imgstream',
     pids,
+    prefetchReportFound: () => fullLog.includes('"msg":"prefetch report found'),
     async stats() {
       const text = await metrics();
       const value = (kind: string) => Number(new RegExp(`imgstream_fetched_bytes_total\\{kind="${kind}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
@@ -114,6 +115,12 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
     // quiet), so the layer cache is complete for the imgstream-cached scenario: every streamed
     // layer has its completion marker in the layer cache (layers cached by an earlier run included).
     async stop() {
+      if (ctx.prefetchRecording === true) {
+        // the measured runs look for this run's report in the registry: it must be there first
+        const until = Date.now() + 120_000;
+        while (child.exitCode === null && !fullLog.includes('"msg":"prefetch report pushed') && Date.now() < until) await sleep(200);
+        if (!fullLog.includes('"msg":"prefetch report pushed')) throw new Error(`the recording run pushed no prefetch report:\n${log.slice(-4000)}`);
+      }
       const downloads = !argv.includes('--background_downloads=false');
       const deadline = Date.now() + (downloads ? 120_000 : 0);
       while (child.exitCode === null && Date.now() < deadline) {

@@ -155,6 +155,7 @@ async function runImgstream(ctx: ScenarioContext, start: StartImgstreamDaemon, s
     const mark = readAll ? /READ-ALL-DONE/ : /READY/;
     const runRes = await timed(ctrArgv(ctd, 'ctr', runArgs(ref, `bench-${index}`, readAll, daemon.snapshotter)), t0, mark, ctx.runTimeoutMs);
     if (runRes.markMs === null) throw new Error(`container never printed ${mark}: ${runRes.stdout}\n${runRes.stderr}`);
+    if (scenario === 'imgstream-prefetch' && index > 0 && daemon.prefetchReportFound?.() === false) throw new Error('the daemon found no prefetch report: this run would measure a cold start');
     const stats = await ctx.net.stats();
     const rss: Record<string, number> = { containerd: await peakRss(ctd.pid), 'ctr pull': pull.maxRssBytes };
     for (const pid of daemon.pids()) rss[`imgstreamd[${pid}]`] = await peakRss(pid);

@@ -76,6 +76,8 @@ export interface ImgstreamDaemon {
   readonly snapshotter: string;
   /** The pids whose peak RSS to report (the FUSE server and the snapshotter). */
   pids(): number[];
+  /** Whether the daemon found a prefetch report for the image (the prefetch scenario's measured runs must). */
+  prefetchReportFound?(): boolean;
   /** Counters since start, if the daemon has them. */
   stats?(): Promise<{ onDemandBytes: number; backgroundBytes: number }>;
   /** Argv (after `ctr`/`ctr-remote -a ADDR -n NS`) that pulls lazily; default `ctr-remote images rpull`. */
