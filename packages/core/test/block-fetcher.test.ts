@@ -469,3 +469,24 @@ test('readInto: bytes land in the caller\'s buffer (holes zeroed, short at the e
   assert.ok(holey.subarray(0, 10).every((b) => b === 0) && holey.subarray(110).every((b) => b === 0));
   assert.deepEqual(holey.subarray(10, 110), Buffer.from(f.content.subarray(0, 100)));
 });
+
+test('a foreground read answered from pinned ranges counts as start-up activity for the background silence, without a request', async (t) => {
+  const { files, tar, index } = await makeLayer(3);
+  const server = await startRangeServer(t, tar);
+  const scheduler = new FetchScheduler({ maxConcurrentFetches: 2, backgroundSilenceMs: 1000 });
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 8 * 1024 * 1024, scheduler });
+  t.after(() => fetcher.close());
+  const layer = { index, reader: httpRangeReader(server.url, tar.byteLength) };
+  const f = files.find((x) => x.content.byteLength === 300_000)!;
+  const range = fetcher.pinned.expect(index.layerDigest, f.path, 0, f.content.byteLength, () => true);
+  fetcher.pinned.fill(range, f.content);
+  const before = scheduler.lastBusyMs;
+  const got = new Uint8Array(4096);
+  assert.equal(await fetcher.readInto(layer, file(index, f.path), 8192, got), 4096);
+  assert.deepEqual(got, f.content.subarray(8192, 8192 + 4096));
+  assert.equal(server.requests.length, 0, 'served from the pinned range');
+  assert.ok(scheduler.lastBusyMs > before, 'the read moved the last activity');
+  const touched = scheduler.lastBusyMs;
+  await fetcher.readInto(layer, file(index, f.path), 0, new Uint8Array(100), { priority: 'prefetch' });
+  assert.equal(scheduler.lastBusyMs, touched, 'a prefetch read is not start-up activity');
+});

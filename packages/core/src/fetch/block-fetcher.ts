@@ -237,7 +237,11 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
         await abortable(pinned, signal);
         pinned = this.pinned.readInto(digest, file.path, offset, view);
       }
-      if (pinned === true) return end - offset;
+      if (pinned === true) {
+        // a start served from a pack is still a start: background downloads wait for its reads to go quiet
+        if (priority === 'foreground') this.scheduler.touch();
+        return end - offset;
+      }
     }
 
     if (this.#layerCache !== undefined && file.path !== undefined) {
