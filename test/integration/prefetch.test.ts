@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import diagnostics from 'node:diagnostics_channel';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -11,6 +12,7 @@ import {
   PREFETCH_REPORT_MEDIA_TYPE,
   isImgstreamError,
   fetchPrefetchReport,
+  packRequests,
   ImageStreamer,
   PrefetchReportStore,
   RegistryClient,
@@ -160,10 +162,20 @@ test('prefetch: a report pushed to the registry as an artifact referring to the 
   const c = await node(t, client, emptyDir);
   const sources: string[] = [];
   c.prefetcher.on('report', (e) => sources.push(`${e.status} ${e.source}`));
+  // the pack is read ahead once the image's manifest resolves, before the start (which needs the indexes)
+  const pack = fromRegistry!.pack!;
+  const packReads: string[] = [];
+  const onRequest = (m: unknown): void => void ((m as { url: string }).url.includes(pack.digest.slice(7)) && packReads.push((m as { url: string }).url));
+  diagnostics.subscribe('imgstream:core:registry-request', onRequest);
+  t.after(() => diagnostics.unsubscribe('imgstream:core:registry-request', onRequest));
+  await c.streamer.imageLayers(image.ref);
+  for (let i = 0; i < 250 && packReads.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.ok(packReads.length > 0, 'the pack was asked for before the start');
   const startC = await c.prefetcher.startImage(image.ref);
   assert.deepEqual(sources, ['found registry']);
   const resultC = await startC.replay!.done;
   assert.ok('pack' in resultC && resultC.pack.error === undefined, 'the pack was read from the registry');
+  assert.equal(packReads.length, packRequests(pack).length, 'the replay took the requests read ahead and made none of its own');
   assert.equal(c.fetches.filter((f) => f.priority === 'prefetch').length, 0, 'no block was fetched for the replay');
   await runWorkload(c.streamer, await openAll(c.streamer, image.ref, image.layerDigests), contents);
   assert.ok(startC.replay!.hits / (startC.replay!.hits + startC.replay!.misses) > 0.9);
@@ -339,8 +351,9 @@ test('prefetch pack: a corrupt pack, one that does not fit the image, or a pack 
   t.after(() => slowClient.close());
   const slowRef = image.ref.replace(registry.host, proxy.host);
   const d = await node(t, slowClient, await tempDir(t, 'imgstream-prefetch-reports-'), { waitMs: 300 });
-  const layersD = await openAll(d.streamer, slowRef, image.layerDigests);
+  // (slow before the image resolves: its pack is read ahead from then on)
   proxy.setRules([{ method: 'GET', path: new RegExp(report.pack!.digest.slice('sha256:'.length)), fault: { kind: 'slow-body', chunkBytes: 4096, delayMs: 50 } }]);
+  const layersD = await openAll(d.streamer, slowRef, image.layerDigests);
   const t0 = performance.now();
   const startD = await d.prefetcher.startImageLayers(slowRef, layersD);
   const waited = performance.now() - t0;

@@ -8,6 +8,8 @@ import {
   isImgstreamError,
   packMemberRanges,
   packRangesOf,
+  packRequests,
+  PackReadAhead,
   parsePrefetchReport,
   replayPrefetchPack,
   serialisePrefetchReport,
@@ -228,4 +230,57 @@ test('prefetch pack: a descriptor that does not fit the ranges is refused; the r
   invalid((j) => (j.pack.digest = 'md5:x'), /bad pack/);
   invalid((j) => (j.pack.align = 0), /align/);
   invalid((j) => delete j.files, /a pack without files/);
+});
+
+test('prefetch pack: read ahead, the replay\'s own range requests start before the replay and answer it; a failed one fails the replay, as without read-ahead', async () => {
+  const data = files();
+  const ranges = packRangesOf(recorded(), sizeOf(data), LAYOUT);
+  const { descriptor, bytes } = await pack(data, ranges);
+  const plan = packRequests(descriptor, 200 * KiB);
+  assert.equal(plan[0]!.offset, 0);
+  assert.equal(plan.reduce((n, r) => n + r.length, 0), bytes.byteLength, 'the requests cover the blob, end to end');
+
+  const reader = new CountingReader(bytes);
+  const ahead = new PackReadAhead(descriptor, reader, { parallel: 3, requestBytes: 200 * KiB });
+  // before any replay: the requests run (the first alone, then up to 3 at once)
+  while (reader.requests.length < plan.length) await new Promise((resolve) => setTimeout(resolve, 2));
+  assert.deepEqual(reader.requests, plan.map(({ offset, length }) => ({ offset, length })));
+  assert.ok(reader.maxInflight > 1 && reader.maxInflight <= 3, `${reader.maxInflight} at once`);
+  const pinned = new PinnedFileRanges();
+  const result = await replayPrefetchPack(descriptor, ranges, LAYERS, ahead, pinned, () => undefined, () => undefined, { parallel: 3, requestBytes: 200 * KiB });
+  assert.equal(result.error, undefined);
+  assert.equal(result.ranges, ranges.length);
+  assert.equal(reader.requests.length, plan.length, 'the replay made no request of its own');
+  const f = ranges[3]!;
+  const got = new Uint8Array(f.length);
+  assert.equal(pinned.readInto(LAYERS[f.layer]!, f.path, f.offset, got), true);
+  assert.deepEqual(got, data.get(`${f.layer}:${f.path}`)!.subarray(f.offset, f.offset + f.length));
+  // a read that is not one of the requests goes to the blob
+  assert.deepEqual(await ahead.readRange(10, 5), bytes.subarray(10, 15));
+  assert.equal(reader.requests.length, plan.length + 1);
+
+  // the third request fails: the replay reports it and keeps what arrived before, as a plain replay does
+  class FailingReader extends CountingReader {
+    override async readRange(offset: number, length: number, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
+      if (offset === plan[2]!.offset) throw new Error('connection reset');
+      return super.readRange(offset, length, options);
+    }
+  }
+  const failing = new FailingReader(bytes);
+  const pinned2 = new PinnedFileRanges();
+  const broken = await replayPrefetchPack(descriptor, ranges, LAYERS, new PackReadAhead(descriptor, failing, { parallel: 3, requestBytes: 200 * KiB }), pinned2, () => undefined, () => undefined, {
+    parallel: 3,
+    requestBytes: 200 * KiB,
+  });
+  assert.ok(isImgstreamError(broken.error, ErrorCode.CORRUPT_DATA) || isImgstreamError(broken.error, ErrorCode.CLOSED), String(broken.error));
+  assert.ok(broken.missing.length > 0 && broken.ranges > 0 && broken.ranges + broken.missing.length === ranges.length, `${broken.ranges} pinned, ${broken.missing.length} missing`);
+  const first = ranges[0]!;
+  assert.equal(pinned2.readInto(LAYERS[first.layer]!, first.path, first.offset, new Uint8Array(1)), true, 'the first request\'s ranges stay');
+
+  // close() aborts what is in flight
+  const slow = new CountingReader(bytes);
+  const closing = new PackReadAhead(descriptor, slow, { parallel: 3, requestBytes: 200 * KiB });
+  await closing.close();
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  assert.equal(slow.requests.length, 1, 'after close() no request starts');
 });

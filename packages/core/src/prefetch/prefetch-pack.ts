@@ -7,6 +7,7 @@ import type { PinnedFileRanges, PinnedRange } from '../fetch/pinned-file-ranges.
 import type { RangeReader } from '../blob.js';
 import type { BlockFetcher, FetchLayer } from '../fetch/block-fetcher.js';
 import type { LayerIndex } from '../index/model.js';
+import { abortable } from '../abortable.js';
 
 /** A file range of a report (`PrefetchReport.files`): `layer` is the position in its `layers`. */
 export interface PackFileRange {
@@ -268,7 +269,7 @@ export async function replayPrefetchPack(
 ): Promise<PrefetchPackResult> {
   const started = performance.now();
   const parallel = Math.max(1, options.parallel ?? 4);
-  const requestBytes = Math.max(1, options.requestBytes ?? 4 * 1024 * 1024);
+  const requestBytes = Math.max(1, options.requestBytes ?? DEFAULT_REQUEST_BYTES);
   const { signal } = options;
   const counts = packMemberRanges(descriptor, files);
   const members = descriptor.members;
@@ -281,15 +282,7 @@ export async function replayPrefetchPack(
     offset += members[m]!.compressedSize;
     range += counts[m]!;
   }
-  // the requests: runs of whole members, the first up to FIRST_REQUEST_BYTES, then growing to requestBytes
-  const requests: Array<{ first: number; end: number }> = [];
-  for (let m = 0, limit = FIRST_REQUEST_BYTES; m < members.length; ) {
-    const first = m;
-    let bytes = members[m++]!.compressedSize;
-    while (m < members.length && bytes + members[m]!.compressedSize <= limit) bytes += members[m++]!.compressedSize;
-    requests.push({ first, end: m });
-    limit = Math.min(requestBytes, Math.max(limit * 2, bytes * 2));
-  }
+  const requests = packRequests(descriptor, requestBytes);
   // members up to here have been asked for: a reader of one of their ranges (or of the next few) waits
   let asked = 0;
   const handles: PinnedRange[] = [];
@@ -326,9 +319,8 @@ export async function replayPrefetchPack(
   };
   // decodes run beside the requests: a lane asks for its next range as soon as one arrived
   const decodes: Array<Promise<void>> = [];
-  const run = async (r: { first: number; end: number }): Promise<void> => {
-    const offset = at[r.first]!;
-    const length = at[r.end - 1]! + members[r.end - 1]!.compressedSize - offset;
+  const run = async (r: PackRequest): Promise<void> => {
+    const { offset, length } = r;
     const data = await reader.readRange(offset, length, signal !== undefined ? { signal } : {});
     if (data.byteLength !== length) throw new ImgstreamError(ErrorCode.CORRUPT_DATA, `prefetch pack: ${data.byteLength} bytes at ${offset}, wanted ${length}`);
     packBytes += length;
@@ -341,7 +333,7 @@ export async function replayPrefetchPack(
       );
     }
   };
-  const take = async (r: { first: number; end: number }): Promise<void> => {
+  const take = async (r: PackRequest): Promise<void> => {
     asked = Math.max(asked, r.end);
     try {
       signal?.throwIfAborted();
@@ -364,12 +356,108 @@ export async function replayPrefetchPack(
   return { ranges, bytes, packBytes, ...(failure !== undefined ? { error: failure } : {}), missing: lost.map((i) => files[i]!), durationMs: performance.now() - started };
 }
 
+/** One range request of a pack replay: members `first` to `end` (exclusive), `length` bytes at `offset` of the blob. */
+export interface PackRequest {
+  readonly first: number;
+  readonly end: number;
+  readonly offset: number;
+  readonly length: number;
+}
+
+/**
+ * The range requests a replay makes of a pack, in order: runs of whole members, the first up to
+ * 512 KiB (what a start reads first arrives first), then growing to `requestBytes` (a larger
+ * member is a request of its own). They depend on the descriptor only.
+ */
+export function packRequests(descriptor: PrefetchPackDescriptor, requestBytes = DEFAULT_REQUEST_BYTES): PackRequest[] {
+  const members = descriptor.members;
+  const requests: PackRequest[] = [];
+  for (let m = 0, offset = 0, limit = FIRST_REQUEST_BYTES; m < members.length; ) {
+    const first = m;
+    let bytes = members[m++]!.compressedSize;
+    while (m < members.length && bytes + members[m]!.compressedSize <= limit) bytes += members[m++]!.compressedSize;
+    requests.push({ first, end: m, offset, length: bytes });
+    offset += bytes;
+    limit = Math.min(requestBytes, Math.max(limit * 2, bytes * 2));
+  }
+  return requests;
+}
+
+/**
+ * A pack blob read ahead of its replay. A replay needs the image's layer indexes (to place the
+ * pack's ranges in files); the pack does not: this starts the replay's own range requests
+ * ({@link packRequests}: the first alone, then `parallel` at once) as soon as the report is known,
+ * so the pack crosses the link while the indexes are fetched and parsed. A read of exactly one
+ * of those requests is answered from it (once); any other read goes to `reader`. After a request
+ * fails no further one starts. `close()` aborts what is in flight and closes `reader`.
+ */
+export class PackReadAhead implements RangeReader {
+  readonly size: number;
+  readonly #reader: RangeReader & { close?: () => Promise<void> };
+  readonly #ahead = new Map<number, { length: number; data: Promise<Uint8Array> }>();
+  readonly #controller = new AbortController();
+
+  constructor(descriptor: PrefetchPackDescriptor, reader: RangeReader & { close?: () => Promise<void> }, options: { parallel?: number; requestBytes?: number; signal?: AbortSignal } = {}) {
+    this.size = reader.size;
+    this.#reader = reader;
+    if (options.signal?.aborted === true) this.#controller.abort(options.signal.reason);
+    else options.signal?.addEventListener('abort', () => this.#controller.abort(options.signal?.reason), { once: true });
+    const signal = this.#controller.signal;
+    const requests = packRequests(descriptor, options.requestBytes);
+    // a request's bytes, and the function that starts it (or fails it without asking: `skip`)
+    const starts = requests.map((r) => {
+      let start!: (skip?: Error) => Promise<void>;
+      const data = new Promise<Uint8Array>((resolve, reject) => {
+        start = (skip) => {
+          const read = skip !== undefined ? Promise.reject(skip) : signal.aborted ? Promise.reject(signal.reason as Error) : reader.readRange(r.offset, r.length, { signal });
+          read.then(resolve, reject);
+          return read.then(() => undefined);
+        };
+      });
+      data.catch(() => undefined); // a request nobody reads any more is not an unhandled rejection
+      this.#ahead.set(r.offset, { length: r.length, data });
+      return start;
+    });
+    // like the replay: the first alone, then `parallel` lanes; after a failure no new request
+    // starts (those in flight finish), and the rest fail unasked
+    let failed: unknown;
+    let next = 1;
+    const take = (i: number): Promise<void> => starts[i]!().catch((err: unknown) => void (failed ??= err));
+    const lane = async (): Promise<void> => {
+      while (failed === undefined && next < starts.length) await take(next++);
+    };
+    const parallel = Math.max(1, options.parallel ?? 4);
+    void (async () => {
+      if (starts.length > 0) await take(0);
+      await Promise.all(Array.from({ length: parallel }, lane));
+      const skipped = new ImgstreamError(ErrorCode.CLOSED, 'prefetch pack: not read ahead after an earlier request failed', { cause: failed });
+      while (next < starts.length) starts[next++]!(skipped).catch(() => undefined);
+    })();
+  }
+
+  readRange(offset: number, length: number, options: { signal?: AbortSignal; buffer?: Uint8Array } = {}): Promise<Uint8Array> {
+    const ahead = this.#ahead.get(offset);
+    if (ahead === undefined || ahead.length !== length) return this.#reader.readRange(offset, length, options);
+    this.#ahead.delete(offset);
+    return abortable(ahead.data, options.signal);
+  }
+
+  async close(): Promise<void> {
+    this.#controller.abort(new ImgstreamError(ErrorCode.CLOSED, 'prefetch pack read-ahead closed'));
+    this.#ahead.clear();
+    await this.#reader.close?.();
+  }
+}
+
 function range(from: number, to: number): number[] {
   return Array.from({ length: to - from }, (_, i) => from + i);
 }
 
 /** Compressed bytes of a replay's first range request (whole members; at least one). */
 const FIRST_REQUEST_BYTES = 512 * 1024;
+
+/** Most compressed bytes of a replay's later range requests. */
+const DEFAULT_REQUEST_BYTES = 4 * 1024 * 1024;
 
 /** Members after the last decoded one whose ranges a reader waits for (instead of reading them elsewhere). */
 const SOON_MEMBERS = 4;

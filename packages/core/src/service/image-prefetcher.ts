@@ -11,7 +11,7 @@ import { PrefetchRecorder } from '../prefetch/prefetch-recorder.js';
 import { buildPrefetchReport, checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
 import { PrefetchReportStore } from '../prefetch/prefetch-report-store.js';
 import { PrefetchReplay, type PrefetchReplayResult } from '../prefetch/prefetch-replay.js';
-import { packMemberRanges, packPrefetchReport, reportPackRanges, type PackFileRange } from '../prefetch/prefetch-pack.js';
+import { packMemberRanges, packPrefetchReport, PackReadAhead, reportPackRanges, type PackFileRange } from '../prefetch/prefetch-pack.js';
 import { PrefetchPackReplay, type PrefetchPackReplayResult } from '../prefetch/prefetch-pack-replay.js';
 import { PrefetchWarmupPlan, type FilePiece } from '../prefetch/prefetch-warmup.js';
 import { parseReference } from '../registry/reference.js';
@@ -102,6 +102,9 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
   readonly #pendingStores = new Set<Promise<void>>();
   /** layer digest -> recordings in progress that read it */
   readonly #recording = new Map<Digest, Set<Promise<unknown>>>();
+  /** Report lookups started by {@link lookahead}, not taken by a start yet (manifest digest ->). */
+  readonly #lookups = new Map<Digest, { found: Promise<FoundReport>; timer: NodeJS.Timeout }>();
+  readonly #onResolved = (e: { imageRef: string; manifestDigest: Digest }): void => this.lookahead(e.imageRef, e.manifestDigest);
 
   constructor(options: ImagePrefetcherOptions) {
     super();
@@ -122,6 +125,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       batchBytes: options.batchBytes ?? p.batchBytes,
     };
     if (!(this.#opts.waitMs >= 0)) throw invalidOption('waitMs', 'must be >= 0');
+    this.#streamer.on('image-resolved', this.#onResolved);
   }
 
   /**
@@ -150,6 +154,34 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
   }
 
   /**
+   * Starts looking for an image's report (the local store, then the registry) before its layers
+   * are open: the prefetcher calls it when the streamer has resolved an image's manifest
+   * (`image-resolved`), so the report's round trips, and the range requests of a registry
+   * report's pack ({@link PackReadAhead}), overlap the fetch and parse of the layers' indexes.
+   * The image's start takes what it found (and checks it as usual); without a lookup it looks the
+   * report up itself. A lookup that no start takes within `recordMaxMs` is dropped.
+   */
+  lookahead(imageRef: string, manifestDigest: Digest): void {
+    if (this.#controller.signal.aborted || this.#started.has(manifestDigest) || this.#lookups.has(manifestDigest)) return;
+    const found = this.#findReport(imageRef, manifestDigest).then((f) => {
+      const pack = f.report?.pack;
+      if (pack === undefined || f.source !== 'registry' || !this.#opts.packs || this.#controller.signal.aborted) return f;
+      // the budget bounds a pack's decoded bytes; the start checks that again against the indexes
+      if (pack.members.reduce((n, m) => n + m.decodedSize, 0) > this.#opts.budgetBytes) return f;
+      const reader = this.#streamer.registry.blobReader(parseReference(imageRef), { digest: pack.digest, size: pack.size });
+      return { ...f, pack: new PackReadAhead(pack, reader, { parallel: this.#opts.parallelBatches, signal: this.#controller.signal }) };
+    });
+    found.catch(() => undefined); // a start that takes it sees the error
+    const timer = setTimeout(() => {
+      if (this.#lookups.get(manifestDigest)?.found !== found) return;
+      this.#lookups.delete(manifestDigest);
+      void found.then((f) => f.pack?.close(), () => undefined);
+    }, this.#opts.recordMaxMs);
+    timer.unref?.();
+    this.#lookups.set(manifestDigest, { found, timer });
+  }
+
+  /**
    * When a recording in progress reads this layer: resolves when every such recording stopped.
    * A FUSE server keeps serving the layer through the fetcher until then (reads of a local
    * directory bypass the fetcher and would not be recorded). Undefined when none is.
@@ -166,6 +198,12 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
    */
   async close(): Promise<void> {
     this.#controller.abort();
+    this.#streamer.off('image-resolved', this.#onResolved);
+    for (const { found, timer } of this.#lookups.values()) {
+      clearTimeout(timer);
+      void found.then((f) => f.pack?.close(), () => undefined);
+    }
+    this.#lookups.clear();
     // pinned pack ranges are let go now, not when their start-up window ends
     for (const replay of this.#replays) replay.stop();
     await Promise.allSettled([...this.#pendingStores]);
@@ -188,16 +226,20 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     const indexes = new Map<Digest, LayerIndex>(layers.map((l) => [l.digest, l.index]));
     let report: PrefetchReport | undefined;
     let source: PrefetchReportSource = 'local';
+    let readAhead: PackReadAhead | undefined;
+    const lookup = this.#lookups.get(manifestDigest);
+    if (lookup !== undefined) {
+      clearTimeout(lookup.timer);
+      this.#lookups.delete(manifestDigest);
+    }
     try {
-      report = await this.store.get(manifestDigest);
-      if (report === undefined && this.#opts.registryReports) {
-        source = 'registry';
-        report = await this.#fromRegistry(imageRef, manifestDigest);
-      }
+      const found = await (lookup?.found ?? this.#findReport(imageRef, manifestDigest));
+      ({ report, source, pack: readAhead } = found);
       if (report !== undefined) checkPrefetchReport(report, manifestDigest, indexes);
     } catch (err) {
+      void readAhead?.close().catch(() => undefined);
       if (!isImgstreamError(err, ErrorCode.INVALID_PREFETCH_REPORT)) this.emit('error', err);
-      this.#report({ imageRef, manifestDigest, status: 'stale', source, reason: String((err as Error)?.message ?? err) });
+      this.#report({ imageRef, manifestDigest, status: 'stale', source: (err as { source?: PrefetchReportSource }).source ?? source, reason: String((err as Error)?.message ?? err) });
       return this.#record(imageRef, manifestDigest, layers);
     }
     let recorder: PrefetchRecorder | undefined;
@@ -240,7 +282,8 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       return r;
     };
     const packRanges = this.#packRanges(report, indexes);
-    const packSource = packRanges !== undefined ? await this.#openPack(imageRef, report, source) : undefined;
+    if (packRanges === undefined) void readAhead?.close().catch(() => undefined);
+    const packSource = packRanges !== undefined ? (readAhead ?? (await this.#openPack(imageRef, report, source))) : undefined;
     let replay: PrefetchReplay | PrefetchPackReplay;
     // replays of this start that end with its start-up window (a pack's fallback joins later)
     const ended: Array<PrefetchReplay | PrefetchPackReplay> = [];
@@ -388,6 +431,20 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     return this.#streamer.registry.blobReader(parseReference(imageRef), { digest: pack.digest, size: pack.size });
   }
 
+  /**
+   * The stored report, else the registry's (when registry reports are on). Rejects with an
+   * INVALID_PREFETCH_REPORT error (its `source` set) when the one found is corrupt.
+   */
+  async #findReport(imageRef: string, manifestDigest: Digest): Promise<FoundReport> {
+    const local = await this.store.get(manifestDigest);
+    if (local !== undefined || !this.#opts.registryReports) return { report: local, source: 'local' };
+    try {
+      return { report: await this.#fromRegistry(imageRef, manifestDigest), source: 'registry' };
+    } catch (err) {
+      throw Object.assign(err as Error, { source: 'registry' });
+    }
+  }
+
   /** A registry report; a registry that cannot be asked counts as having none (reported as an error). */
   async #fromRegistry(imageRef: string, manifestDigest: Digest): Promise<PrefetchReport | undefined> {
     try {
@@ -403,6 +460,13 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     publish(diag.report, event);
     this.emit('report', event);
   }
+}
+
+/** What a report lookup found: the report (if any), where, and a registry pack read ahead. */
+interface FoundReport {
+  readonly report: PrefetchReport | undefined;
+  readonly source: PrefetchReportSource;
+  readonly pack?: PackReadAhead | undefined;
 }
 
 /** A report of the blocks that hold the given file ranges (and those ranges as its files), in their order. */

@@ -94,6 +94,8 @@ export interface LayerState {
 
 /** What an {@link ImageStreamer} emits. */
 export interface ImageStreamerEvents {
+  /** An image's manifest was resolved (once per resolution), before its layers' indexes are fetched. */
+  'image-resolved': (event: { imageRef: string; manifestDigest: Digest }) => void;
   /** A layer is streamable and was opened (once per layer). */
   'layer-streamed': (event: { imageRef: string; manifestDigest: Digest; layerDigest: Digest; format: LayerFormat; files: number }) => void;
   /** A layer is not streamable: containerd must download it (per-layer fallback). */
@@ -319,6 +321,7 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
       const call = { signal: this.#controller.signal };
       const promise = (async () => {
         const image = await this.registry.resolveImage(ref, call);
+        this.emit('image-resolved', { imageRef, manifestDigest: image.digest });
         return { image, layers: await openImageLayers(this.registry, ref, image, call) };
       })();
       const created = { promise, byTag: ref.digest === undefined, atMs: Date.now() };
