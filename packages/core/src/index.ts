@@ -143,6 +143,7 @@ export {
   packRangesOf,
   packRequests,
   PackReadAhead,
+  packWarmupPieces,
   reportPackRanges,
   replayPrefetchPack,
   MAX_PREFETCH_PACK_BYTES,

@@ -10,6 +10,7 @@ import {
   packRangesOf,
   packRequests,
   PackReadAhead,
+  packWarmupPieces,
   parsePrefetchReport,
   replayPrefetchPack,
   serialisePrefetchReport,
@@ -283,4 +284,24 @@ test('prefetch pack: read ahead, the replay\'s own range requests start before t
   await closing.close();
   await new Promise((resolve) => setTimeout(resolve, 30));
   assert.equal(slow.requests.length, 1, 'after close() no request starts');
+});
+
+test('prefetch pack: the page-cache warm-up reads each joined range but its read-ahead extension, unless the range ends at the end of its file', () => {
+  const data = files();
+  const ranges = packRangesOf(recorded(), sizeOf(data), LAYOUT);
+  const warm = packWarmupPieces(ranges, LAYERS, LAYOUT.extend, (d, path) => sizeOf(data)(LAYERS.indexOf(d), path));
+  // f8: [0, 500 KiB) read, [0, 512 KiB) + 64 KiB pinned in three pieces; the last 64 KiB (the
+  // extension) are left to the container's reads, piece by piece as they are pinned
+  const f8 = ranges.filter((f) => f.path === 'f8');
+  assert.deepEqual(f8.map((f) => [f.offset / KiB, f.length / KiB]), [[0, 256], [256, 256], [512, 64]]);
+  assert.deepEqual(warm(LAYERS[0]!, [f8[2]!, f8[0]!]), [{ path: 'f8', offset: 0, length: 256 * KiB }]);
+  assert.deepEqual(warm(LAYERS[0]!, [f8[1]!]), [{ path: 'f8', offset: 256 * KiB, length: 256 * KiB }]);
+  // f5 (layer 1): [0, 100 KiB) read, [0, 192 KiB) pinned, [0, 128 KiB) warmed
+  const f5 = ranges.find((f) => f.path === 'f5')!;
+  assert.deepEqual(warm(LAYERS[1]!, [f5]), [{ path: 'f5', offset: 0, length: 128 * KiB }]);
+  assert.deepEqual(warm(LAYERS[0]!, [f5]), [], 'a file of that name in another layer is not this one');
+  // f2 runs to its end (374 KiB): nothing past it to read ahead, warmed whole
+  const f2 = ranges.filter((f) => f.path === 'f2');
+  assert.equal(f2[f2.length - 1]!.offset + f2[f2.length - 1]!.length, data.get('0:f2')!.byteLength);
+  assert.deepEqual(warm(LAYERS[0]!, f2), f2.map(({ path, offset, length }) => ({ path, offset, length })));
 });

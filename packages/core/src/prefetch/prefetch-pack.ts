@@ -449,6 +449,46 @@ export class PackReadAhead implements RangeReader {
   }
 }
 
+/**
+ * Which parts of a pack's pinned pieces a page-cache warm-up reads: each joined range (adjacent
+ * pieces of a file) but its last `extend` bytes, the read-ahead extension, unless it ends at the
+ * end of the file (`sizeOf`). Reading a range to its end sets the kernel reading ahead past it (up
+ * to the mount's max_readahead, 1 MiB), past the pack: on node-app those reads fetched spans from
+ * the registry while the container started. The container's own reads still find the extension
+ * pinned. Returns the filter for the pieces of one layer as they are pinned.
+ */
+export function packWarmupPieces(
+  ranges: readonly PackFileRange[],
+  layerDigests: readonly Digest[],
+  extend: number,
+  sizeOf: (layerDigest: Digest, path: string) => number | undefined,
+): (layerDigest: Digest, pieces: ReadonlyArray<{ path: string; offset: number; length: number }>) => Array<{ path: string; offset: number; length: number }> {
+  // layer\0path -> the joined ranges of the file: [start, warm end)
+  const joined = new Map<string, Array<{ start: number; warmEnd: number }>>();
+  let start = 0;
+  ranges.forEach((f, i) => {
+    const prev = ranges[i - 1];
+    if (prev === undefined || prev.layer !== f.layer || prev.path !== f.path || prev.offset + prev.length !== f.offset) start = f.offset;
+    const next = ranges[i + 1];
+    if (next !== undefined && next.layer === f.layer && next.path === f.path && next.offset === f.offset + f.length) return;
+    const layer = layerDigests[f.layer]!;
+    const end = f.offset + f.length;
+    const key = `${layer}\0${f.path}`;
+    const list = joined.get(key) ?? [];
+    list.push({ start, warmEnd: end === sizeOf(layer, f.path) ? end : Math.max(start, end - extend) });
+    joined.set(key, list);
+  });
+  return (layerDigest, pieces) => {
+    const out: Array<{ path: string; offset: number; length: number }> = [];
+    for (const p of pieces) {
+      const r = joined.get(`${layerDigest}\0${p.path}`)?.find((x) => p.offset >= x.start && p.offset < x.warmEnd);
+      const length = r === undefined ? 0 : Math.min(p.offset + p.length, r.warmEnd) - p.offset;
+      if (length > 0) out.push({ path: p.path, offset: p.offset, length });
+    }
+    return out;
+  };
+}
+
 function range(from: number, to: number): number[] {
   return Array.from({ length: to - from }, (_, i) => from + i);
 }

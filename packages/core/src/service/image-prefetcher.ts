@@ -11,7 +11,7 @@ import { PrefetchRecorder } from '../prefetch/prefetch-recorder.js';
 import { buildPrefetchReport, checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
 import { PrefetchReportStore } from '../prefetch/prefetch-report-store.js';
 import { PrefetchReplay, type PrefetchReplayResult } from '../prefetch/prefetch-replay.js';
-import { packMemberRanges, packPrefetchReport, PackReadAhead, reportPackRanges, type PackFileRange } from '../prefetch/prefetch-pack.js';
+import { packMemberRanges, packPrefetchReport, PackReadAhead, packWarmupPieces, reportPackRanges, type PackFileRange } from '../prefetch/prefetch-pack.js';
 import { PrefetchPackReplay, type PrefetchPackReplayResult } from '../prefetch/prefetch-pack-replay.js';
 import { PrefetchWarmupPlan, type FilePiece } from '../prefetch/prefetch-warmup.js';
 import { parseReference } from '../registry/reference.js';
@@ -288,6 +288,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     // replays of this start that end with its start-up window (a pack's fallback joins later)
     const ended: Array<PrefetchReplay | PrefetchPackReplay> = [];
     if (packSource !== undefined && packRanges !== undefined && report.pack !== undefined) {
+      const warmup = packWarmupPieces(packRanges, report.layers.map((l) => l.digest), report.pack.extend, (d, path) => indexes.get(d)?.entries.get(path)?.size);
       const packReplay = new PrefetchPackReplay({
         fetcher: this.#streamer.fetcher,
         pack: report.pack,
@@ -296,7 +297,10 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
         reader: packSource,
         parallel: this.#opts.parallelBatches,
         signal: this.#controller.signal,
-        onPinned: (layerDigest, pieces) => this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces }),
+        onPinned: (layerDigest, pieces) => {
+          const warm = warmup(layerDigest, pieces);
+          if (warm.length > 0) this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces: warm });
+        },
       });
       replay = packReplay;
       void packReplay.done.then((result) => {
