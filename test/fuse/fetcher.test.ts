@@ -106,3 +106,35 @@ it('page-cache warm-up: ranges read through the mount by the warmer are then rea
   const stopped = await slow.done;
   assert.ok(stopped.durationMs >= 0);
 });
+
+it('pinned ranges (a replayed prefetch pack) are answered at once through the mount, without the blob; other reads go to the fetcher', { timeout: 60_000 }, async (t) => {
+  const lib = randomBytes(600 * 1024);
+  const other = randomBytes(200 * 1024);
+  const tar = writeTar([
+    { path: 'lib.so', type: 'file', content: lib },
+    { path: 'other.so', type: 'file', content: other },
+  ]);
+  const { index } = new MemoryLayerContent(tar);
+  const reader = new CountingReader(tar);
+  const fetcher = new BlockFetcher({ maxContentCacheBytes: 64 * 1024 * 1024, readAheadBytes: 0, layerReadAheadBytes: 0, layerReadBehindBytes: 0 });
+  t.after(() => fetcher.close());
+  const fs = await mountedFs(t, { readTimeoutMs: 5_000 });
+  const content = fetcherLayerContent(fetcher, { index, reader });
+  let asyncReads = 0;
+  fs.addLayer(index.layerDigest, { ...content, readInto: (...args) => (asyncReads++, content.readInto!(...args)) });
+  const root = fs.layerPath(index.layerDigest);
+  // lib.so pinned in adjacent pieces of 256 KiB (the kernel's 128 KiB reads fall in one or across two)
+  for (let at = 0; at < lib.length; at += 256 * 1024) {
+    const end = Math.min(lib.length, at + 256 * 1024);
+    fetcher.pinned.fill(fetcher.pinned.expect(index.layerDigest, 'lib.so', at, end - at, () => true), lib.subarray(at, end));
+  }
+  const sum = await sh('sha256sum', [`${root}/lib.so`]);
+  assert.equal(`sha256:${sum.split(' ')[0]}`, sha256(lib));
+  assert.equal(reader.served, 0, 'every read was answered from the pinned ranges');
+  assert.equal(asyncReads, 0, 'at once (readIntoNow), not through an asynchronous read');
+  assert.ok(Number.isFinite(fetcher.scheduler.lastBusyMs), 'pinned reads count as start-up activity');
+  const sumOther = await sh('sha256sum', [`${root}/other.so`]);
+  assert.equal(`sha256:${sumOther.split(' ')[0]}`, sha256(other));
+  assert.ok(reader.served >= other.length, 'a file that is not pinned comes from the blob');
+  assert.ok(asyncReads > 0);
+});

@@ -22,6 +22,13 @@ export interface LayerContent {
    * aborted: the filesystem hands the buffer back to libfuse then.
    */
   readInto?(entry: FileEntry, offset: number, target: Uint8Array, options: { signal?: AbortSignal }): Promise<number>;
+  /**
+   * Optional: answers a read at once when the bytes are in memory already (e.g. ranges of a
+   * replayed prefetch pack): fills `target` whole and returns true, or returns false without
+   * writing to it (the read then goes through {@link readInto} or {@link read}). Spares a read
+   * the promise, timer and abort plumbing of an asynchronous one.
+   */
+  readIntoNow?(entry: FileEntry, offset: number, target: Uint8Array): boolean;
 }
 
 /** Options of {@link ImgstreamFs.addLayer}. */

@@ -11,5 +11,6 @@ export function fetcherLayerContent(fetcher: BlockFetcher, layer: FetchLayer): L
     index: layer.index,
     read: (entry, offset, length, options) => fetcher.read(layer, entry, offset, length, { signal: options.signal, priority: 'foreground' }),
     readInto: (entry, offset, target, options) => fetcher.readInto(layer, entry, offset, target, { signal: options.signal, priority: 'foreground' }),
+    readIntoNow: (entry, offset, target) => fetcher.readPinned(layer, entry, offset, target),
   };
 }

@@ -215,6 +215,18 @@ export class BlockFetcher extends EventEmitter<BlockFetcherEvents> {
   }
 
   /**
+   * A foreground read answered at once from {@link pinned} ranges, when they hold all of
+   * `target.byteLength` bytes at `offset` (true), else false and `target` is left alone. Counts
+   * as start-up activity, like any foreground read.
+   */
+  readPinned(layer: FetchLayer, file: ReadTarget, offset: number, target: Uint8Array): boolean {
+    if (file.path === undefined || this.pinned.size === 0 || this.#closed || offset + target.byteLength > file.size) return false;
+    if (this.pinned.readInto(layer.index.layerDigest, file.path, offset, target) !== true) return false;
+    this.scheduler.touch();
+    return true;
+  }
+
+  /**
    * Like {@link read}, into `target` (up to `target.byteLength` bytes); resolves with the number of
    * bytes written. No allocation per read: a FUSE server passes the kernel's buffer. `target` is
    * not written to once `signal` has aborted, so the caller may give it back right away.
