@@ -37,6 +37,8 @@ export interface DaemonConfig {
   prefetchWaitMs: number;
   /** Warm the FUSE mount's page cache with the files of prefetched blocks. */
   prefetchPageCache: boolean;
+  /** Files the page-cache warm-up reads at once. */
+  prefetchPageCacheReaders: number;
   /** Push recorded reports to the registry (needs push rights). */
   prefetchPush: boolean;
   prefetchPacks: boolean;
@@ -161,6 +163,17 @@ export const FLAGS: readonly FlagSpec[] = [
     def: true,
     parse: bool,
     boolean: true,
+  },
+  {
+    flag: 'prefetch_page_cache_readers',
+    key: 'prefetchPageCacheReaders',
+    help: 'files the page-cache warm-up reads at once (1-64)',
+    def: defaults.fuse.pageCacheReaders,
+    parse: (v) => {
+      const n = int(v);
+      if (n < 1 || n > 64) throw new Error(`must be 1-64: ${v}`);
+      return n;
+    },
   },
   { flag: 'log_level', key: 'logLevel', help: 'trace|debug|info|warn|error', def: 'info', parse: str },
   { flag: 'log_formatter', key: 'logFormatter', help: 'text|json', def: 'text', parse: (v) => oneOf(v, ['text', 'json']) },

@@ -94,7 +94,7 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
       let warmer = perMount.get(mount);
       if (warmer === undefined) {
         try {
-          warmer = mount.warmPageCache();
+          warmer = mount.warmPageCache({ readers: config.prefetchPageCacheReaders });
         } catch {
           return undefined; // closing
         }

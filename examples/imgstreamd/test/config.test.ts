@@ -46,6 +46,9 @@ test('the config file is read, flags win, bad values name the flag', async (t) =
   assert.equal(c.maxContentCacheBytes, 64 << 20);
   await assert.rejects(resolveConfig({ max_read_blocks: 'two' }), /max_read_blocks/);
   await assert.rejects(resolveConfig({ log_formatter: 'xml' }), /log_formatter/);
+  assert.equal((await resolveConfig({})).prefetchPageCacheReaders, 4);
+  assert.equal((await resolveConfig({ prefetch_page_cache_readers: '2' })).prefetchPageCacheReaders, 2);
+  for (const bad of ['0', '65', 'two']) await assert.rejects(resolveConfig({ prefetch_page_cache_readers: bad }), /prefetch_page_cache_readers/);
   await assert.rejects(resolveConfig({ mount_point: 'relative' }), /mount_point/);
   await writeFile(file, JSON.stringify({ no_such_flag: 1 }));
   await assert.rejects(resolveConfig({}, file), /no_such_flag/);
