@@ -39,6 +39,8 @@ export interface DaemonConfig {
   prefetchPageCache: boolean;
   /** Files the page-cache warm-up reads at once. */
   prefetchPageCacheReaders: number;
+  /** The warm-up leaves out files larger than this (0: none). */
+  prefetchPageCacheMaxFileBytes: number;
   /** Push recorded reports to the registry (needs push rights). */
   prefetchPush: boolean;
   prefetchPacks: boolean;
@@ -174,6 +176,14 @@ export const FLAGS: readonly FlagSpec[] = [
       if (n < 1 || n > 64) throw new Error(`must be 1-64: ${v}`);
       return n;
     },
+  },
+  {
+    flag: 'prefetch_page_cache_max_file',
+    key: 'prefetchPageCacheMaxFileBytes',
+    help: 'the page-cache warm-up leaves out files larger than this (0: none): large mapped libraries are read from the replayed pack through FUSE instead',
+    def: 4 << 20,
+    parse: parseBytes,
+    shown: '4MiB',
   },
   { flag: 'log_level', key: 'logLevel', help: 'trace|debug|info|warn|error', def: 'info', parse: str },
   { flag: 'log_formatter', key: 'logFormatter', help: 'text|json', def: 'text', parse: (v) => oneOf(v, ['text', 'json']) },

@@ -102,7 +102,12 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
       }
       return warmer;
     };
-    prefetcher?.on('files-loaded', (e) => warmerFor(e.manifestDigest, e.layerDigest)?.add(e.layerDigest, e.pieces));
+    const maxFile = config.prefetchPageCacheMaxFileBytes;
+    const warmed = (layerDigest: Digest, path: string): boolean => maxFile === 0 || (streamer.layer(layerDigest)?.index.entries.get(path)?.size ?? 0) <= maxFile;
+    prefetcher?.on('files-loaded', (e) => {
+      const pieces = e.pieces.filter((p) => warmed(e.layerDigest, p.path));
+      if (pieces.length > 0) warmerFor(e.manifestDigest, e.layerDigest)?.add(e.layerDigest, pieces);
+    });
     prefetcher?.on('replayed', (e) => {
       const perMount = warmers.get(e.manifestDigest);
       if (perMount === undefined) return;

@@ -49,6 +49,9 @@ test('the config file is read, flags win, bad values name the flag', async (t) =
   assert.equal((await resolveConfig({})).prefetchPageCacheReaders, 4);
   assert.equal((await resolveConfig({ prefetch_page_cache_readers: '2' })).prefetchPageCacheReaders, 2);
   for (const bad of ['0', '65', 'two']) await assert.rejects(resolveConfig({ prefetch_page_cache_readers: bad }), /prefetch_page_cache_readers/);
+  assert.equal((await resolveConfig({})).prefetchPageCacheMaxFileBytes, 4 << 20);
+  assert.equal((await resolveConfig({ prefetch_page_cache_max_file: '0' })).prefetchPageCacheMaxFileBytes, 0);
+  await assert.rejects(resolveConfig({ prefetch_page_cache_max_file: 'big' }), /prefetch_page_cache_max_file/);
   await assert.rejects(resolveConfig({ mount_point: 'relative' }), /mount_point/);
   await writeFile(file, JSON.stringify({ no_such_flag: 1 }));
   await assert.rejects(resolveConfig({}, file), /no_such_flag/);
