@@ -70,6 +70,25 @@ describe('ImgstreamFs metadata and content through the kernel', () => {
     assert.deepEqual((await sh('ls', ['-A', `${root}/opaque`])).trim(), 'kept');
   });
 
+  it('opens files without OPEN or RELEASE round trips after the first (zero-message open)', async () => {
+    let opens = 0;
+    const served = fs.open.bind(fs);
+    fs.open = (path) => {
+      opens++;
+      return served(path);
+    };
+    try {
+      const files = ['etc/passwd', 'bin/su', 'bin/sg', 'srv/owned', 'data/hard1', 'data/hard2', 'opaque/kept', `${longDir}/${'f'.repeat(150)}`];
+      const out = await sh('sh', ['-c', `for i in 1 2 3; do cat ${files.map((f) => `'${root}/${f}'`).join(' ')}; done; sha256sum '${root}/data/big.bin'`]);
+      const once = 'root:x:0:0:root:/root:/bin/sh\nsusgminelinked contentlinked contentkeptlong path';
+      assert.equal(out, `${once.repeat(3)}${sha256(big).slice(7)}  ${root}/data/big.bin\n`);
+      // earlier tests may already have switched the connection: then no OPEN at all
+      assert.ok(opens <= 1, `the filesystem was asked to open ${opens} times`);
+    } finally {
+      fs.open = served;
+    }
+  });
+
   it('reports type, mode bits, owner, size, times and devices exactly', async () => {
     const paths = ['etc', 'etc/passwd', 'bin/su', 'bin/sg', 'bin/ping', 'tmp', 'srv', 'srv/owned', 'data/big.bin', 'data/empty', 'link-rel', 'link-abs', 'dev/null', 'dev/sda', 'dev/fifo', 'gone-dir/gone'];
     const out = await sh('stat', ['-c', '%n|%f|%u|%g|%s|%Y|%t|%T', ...paths.map((p) => `${root}/${p}`)]);

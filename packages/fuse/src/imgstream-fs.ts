@@ -443,6 +443,15 @@ export class ImgstreamFs {
     return x === undefined ? [] : [...x.keys()];
   }
 
+  /**
+   * Answers the kernel's OPEN of a file: always ENOSYS (as a negative errno), which switches the
+   * connection to zero-message opens (Linux 4.19+): no OPEN and no RELEASE for files from then on,
+   * page cache kept across opens. Reads carry no file handle; they resolve their path.
+   */
+  open(_path: string): number {
+    return -Errno.ENOSYS;
+  }
+
   /** The `-o` option string for libfuse2. */
   fuseOptionString(): string {
     const sec = (this.opts.cacheTimeoutMs / 1000).toString();
@@ -489,9 +498,12 @@ export class ImgstreamFs {
         if (r.kind === 'layer' && r.node.entry.type === 'symlink') return cb(0, r.node.entry.linkTarget ?? '');
         cb(-Errno.EINVAL);
       },
-      // No open/release: libfuse answers them itself, sparing two trips to the event loop per
-      // file a container opens. The mount is read-only (the kernel refuses writes with EROFS) and
-      // immutable, so a read resolves its path like any other operation.
+      // Zero-message opens: the first OPEN is answered ENOSYS, after which the kernel sends no
+      // OPEN or RELEASE for files on this connection (it keeps their page cache, as
+      // `kernel_cache` does), sparing two requests per file a container opens. The mount is
+      // read-only (the kernel refuses writes with EROFS) and immutable, and a read resolves its
+      // path like any other operation, so there is nothing to keep per open file.
+      open: (path: string, _flags: number, cb: FuseCallback) => cb(this.open(path)),
       read: (path: string, _fh: number, buf: Buffer, len: number, pos: number, cb: FuseCallback) => {
         const r = this.resolve(path, true);
         if (typeof r === 'number') return cb(-r);
