@@ -445,8 +445,8 @@ export class ImgstreamFs {
 
   /**
    * Answers the kernel's OPEN of a file: always ENOSYS (as a negative errno), which switches the
-   * connection to zero-message opens (Linux 4.19+): no OPEN and no RELEASE for files from then on,
-   * page cache kept across opens. Reads carry no file handle; they resolve their path.
+   * connection to zero-message opens (the kernel's `no_open`): no OPEN and no RELEASE for files
+   * from then on, page cache kept across opens. Reads carry no file handle; they resolve their path.
    */
   open(_path: string): number {
     return -Errno.ENOSYS;
