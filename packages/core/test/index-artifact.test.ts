@@ -82,9 +82,16 @@ test('parseIndex rejects malformed, inconsistent and oversized indexes with code
     const e = (h.entries as Array<Record<string, unknown>>).find((x) => x.p === 'usr/bin/tool');
     if (e) (e.r as number[])[2] = 10 ** 12;
   })), invalid);
-  await assert.rejects(async () => parseIndex(edit(good, (h) => {
-    (h.entries as Array<Record<string, unknown>>).push({ p: '../etc', t: 'file', m: 0, u: 0, g: 0, mt: 0 });
-  })), invalid);
+  for (const p of ['../etc', '..', '.', '/etc/x', 'etc/', 'etc//x', 'etc/./x', 'etc/..', 'etc/../x', 'etc/x/.']) {
+    await assert.rejects(async () => parseIndex(edit(good, (h) => {
+      (h.entries as Array<Record<string, unknown>>).push({ p, t: 'fifo', m: 0, u: 0, g: 0, mt: 0 });
+    })), (e) => invalid(e) && /bad path/.test(String(e)), p);
+  }
+  // names that only look like dot parts are fine
+  const dotty = parseIndex(edit(good, (h) => {
+    for (const p of ['etc/.x', 'etc/..x', 'etc/...']) (h.entries as Array<Record<string, unknown>>).push({ p, t: 'fifo', m: 0, u: 0, g: 0, mt: 0 });
+  }));
+  assert.deepEqual(['etc/.x', 'etc/..x', 'etc/...'].map((p) => dotty.entries.get(p)?.type), ['fifo', 'fifo', 'fifo']);
   await assert.rejects(async () => parseIndex(edit(good, (h) => {
     (h.entries as Array<Record<string, unknown>>).push({ p: 'etc/hosts', t: 'file', m: 0, u: 0, g: 0, mt: 0 });
   })), /duplicate path/);

@@ -74,6 +74,34 @@ function bad(message: string): ImgstreamError {
 const isUint = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const ENTRY_TYPES = new Set<EntryType>(['file', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo', 'whiteout']);
 
+/**
+ * Output chunk size for gunzip: the gzip trailer's ISIZE (the decoded size mod 2^32), so that one
+ * chunk holds the whole index and nothing is copied again to join chunks. Only a hint: a wrong or
+ * missing trailer costs a join, and gunzip still checks the stream.
+ */
+function outputChunkSize(bytes: Uint8Array, maxDecoded: number): number {
+  const fallback = 64 * 1024;
+  if (bytes.byteLength < 18) return fallback;
+  const n = bytes.byteLength;
+  const isize = ((bytes[n - 1] as number) * 2 ** 24) + (((bytes[n - 2] as number) << 16) | ((bytes[n - 3] as number) << 8) | (bytes[n - 4] as number));
+  // +1: zlib asks for more output space while it checks the trailer
+  return Math.min(Math.max(isize + 1, fallback), maxDecoded + 1, 256 << 20);
+}
+
+/** True for a normalised relative path: no leading or trailing `/`, no empty, `.` or `..` part. */
+function isNormalPath(path: string): boolean {
+  if (path === '') return true;
+  let start = 0;
+  for (;;) {
+    const end = path.indexOf('/', start);
+    const len = (end === -1 ? path.length : end) - start;
+    if (len === 0) return false;
+    if (path.charCodeAt(start) === 46 /* . */ && (len === 1 || (len === 2 && path.charCodeAt(start + 1) === 46))) return false;
+    if (end === -1) return true;
+    start = end + 1;
+  }
+}
+
 /** Parses and validates a serialised zran/raw index. Malformed -> IMGSTREAM_INVALID_INDEX; too big -> IMGSTREAM_LIMIT_EXCEEDED. */
 export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): StreamLayerIndex {
   const maxBytes = options.maxIndexBytes ?? defaults.index.maxIndexBytes;
@@ -83,7 +111,7 @@ export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): 
   if (bytes.byteLength > maxBytes) throw new ImgstreamError(ErrorCode.LIMIT_EXCEEDED, `layer index of ${bytes.byteLength} bytes exceeds ${maxBytes}`, { limit: maxBytes });
   let raw: Buffer;
   try {
-    raw = gunzipSync(bytes, { maxOutputLength: maxDecoded });
+    raw = gunzipSync(bytes, { maxOutputLength: maxDecoded, chunkSize: outputChunkSize(bytes, maxDecoded) });
   } catch (err) {
     if (err instanceof RangeError || (err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
       throw new ImgstreamError(ErrorCode.LIMIT_EXCEEDED, `layer index decompresses to more than ${maxDecoded} bytes`, { limit: maxDecoded, cause: err });
@@ -116,10 +144,16 @@ export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): 
     throw new ImgstreamError(ErrorCode.LIMIT_EXCEEDED, `layer index has more than ${maxEntries} blocks or entries`, { limit: maxEntries });
   }
   let winPos = 16 + jsonLen;
+  // the windows stay views of one buffer: of the decoded index itself when the header is the
+  // smaller part, else of a copy of the window area (the header's bytes are not kept)
+  const windowArea = jsonLen <= raw.byteLength - winPos ? raw : Buffer.from(raw.subarray(winPos));
+  const windowBase = windowArea === raw ? 0 : winPos;
   const blocks: StreamBlock[] = [];
   let expectOut = 0;
   let prevFetch = -1;
-  for (const [i, b] of (h.blocks as unknown[]).entries()) {
+  const rawBlocks = h.blocks as unknown[];
+  for (let i = 0; i < rawBlocks.length; i++) {
+    const b = rawBlocks[i];
     if (!Array.isArray(b) || b.length !== 8) throw bad(`block ${i} malformed`);
     const [fo, fs, uo, us, dg, bits, member, wl] = b as unknown[];
     if (!isUint(fo) || !isUint(fs) || !isUint(uo) || !isUint(us) || !isUint(bits) || !isUint(wl) || (member !== 0 && member !== 1)) throw bad(`block ${i} malformed`);
@@ -134,7 +168,7 @@ export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): 
     if (format === 'zran' && i === 0 && (fo !== 0 || member !== 1)) throw bad('first zran block must start at the first member');
     if (format === 'zran' && member === 1 && (bits !== 0 || wl !== 0)) throw bad(`member block ${i} with bits or window`);
     if (winPos + wl > raw.byteLength) throw bad('windows run past the end');
-    const window = new Uint8Array(raw.subarray(winPos, winPos + wl));
+    const window = new Uint8Array(windowArea.buffer, windowArea.byteOffset + winPos - windowBase, wl);
     winPos += wl;
     blocks.push({ fetchOffset: fo, fetchSize: fs, uncompressedOffset: uo, uncompressedSize: us, digest, ...(format === 'zran' ? { bits, member: member === 1, window } : {}) });
     expectOut = uo + us;
@@ -153,11 +187,12 @@ export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): 
   if (winPos !== raw.byteLength) throw bad('trailing bytes after the windows');
   const entries: StreamEntry[] = [];
   const seen = new Set<string>();
-  for (const [i, v] of (h.entries as unknown[]).entries()) {
-    const e = v as Record<string, unknown>;
+  const rawEntries = h.entries as unknown[];
+  for (let i = 0; i < rawEntries.length; i++) {
+    const e = rawEntries[i] as Record<string, unknown>;
     if (typeof e !== 'object' || e === null || typeof e.p !== 'string' || !ENTRY_TYPES.has(e.t as EntryType)) throw bad(`entry ${i} malformed`);
     const path = e.p;
-    if (path.startsWith('/') || path.endsWith('/') || (path !== '' && path.split('/').some((s) => s === '' || s === '.' || s === '..'))) throw bad(`entry ${i} has a bad path`);
+    if (!isNormalPath(path)) throw bad(`entry ${i} has a bad path`);
     if (seen.has(path)) throw bad(`duplicate path ${JSON.stringify(path)}`);
     seen.add(path);
     const type = e.t as EntryType;
@@ -194,8 +229,9 @@ export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): 
       const regions = [];
       let lastEnd = 0;
       for (let k = 0; k < r.length; k += 3) {
-        const [fileOffset, length, streamOffset] = r.slice(k, k + 3) as number[];
-        if (fileOffset === undefined || length === undefined || streamOffset === undefined) throw bad(`entry ${i} has bad regions`);
+        const fileOffset = r[k] as number;
+        const length = r[k + 1] as number;
+        const streamOffset = r[k + 2] as number;
         if (fileOffset < lastEnd || fileOffset + length > size || streamOffset + length > uncompressedSize) throw bad(`entry ${i} has regions out of range`);
         lastEnd = fileOffset + length;
         regions.push({ fileOffset, length, streamOffset });

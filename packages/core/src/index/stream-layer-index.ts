@@ -42,6 +42,24 @@ function parentOf(path: string): string {
   return i === -1 ? '' : path.slice(0, i);
 }
 
+/** The entry of a regular file with its content as extents (explicit fields: cheaper than a spread). */
+function fileEntry(e: StreamEntry, extents: FileEntry['extents']): FileEntry {
+  const out: { -readonly [K in keyof FileEntry]: FileEntry[K] } = { path: e.path, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtimeMs: e.mtimeMs, size: e.size, extents };
+  if (e.linkTarget !== undefined) out.linkTarget = e.linkTarget;
+  if (e.devMajor !== undefined) out.devMajor = e.devMajor;
+  if (e.devMinor !== undefined) out.devMinor = e.devMinor;
+  if (e.xattrs !== undefined) out.xattrs = e.xattrs;
+  if (e.opaque !== undefined) out.opaque = e.opaque;
+  return out;
+}
+
+/** Other entries are used as they are, unless they carry (empty) regions. */
+function withoutRegions(e: StreamEntry): FileEntry {
+  if (e.regions === undefined) return e;
+  const { regions: _regions, ...rest } = e;
+  return rest;
+}
+
 /** A LayerIndex for plain gzip (zran) and uncompressed (raw) layers; can serialise itself. */
 export class StreamLayerIndex extends TableLayerIndex {
   readonly data: StreamIndexData;
@@ -52,9 +70,7 @@ export class StreamLayerIndex extends TableLayerIndex {
     const entries = new Map<string, FileEntry>();
     const children = new Map<string, string[]>();
     for (const e of data.entries) {
-      const { regions, ...rest } = e;
-      const entry: FileEntry = e.type === 'file' ? { ...rest, extents: regionsToExtents(regions ?? [], starts, sizes, e.path) } : rest;
-      entries.set(e.path, entry);
+      entries.set(e.path, e.type === 'file' ? fileEntry(e, regionsToExtents(e.regions ?? [], starts, sizes, e.path)) : withoutRegions(e));
       if (e.type === 'dir') children.set(e.path, children.get(e.path) ?? []);
     }
     for (const e of data.entries) {
