@@ -84,7 +84,7 @@ function outputChunkSize(bytes: Uint8Array, maxDecoded: number): number {
   if (bytes.byteLength < 18) return fallback;
   const n = bytes.byteLength;
   const isize = ((bytes[n - 1] as number) * 2 ** 24) + (((bytes[n - 2] as number) << 16) | ((bytes[n - 3] as number) << 8) | (bytes[n - 4] as number));
-  // +1: zlib asks for more output space while it checks the trailer
+  // +1: a byte to spare, so the output never fills the chunk exactly
   return Math.min(Math.max(isize + 1, fallback), maxDecoded + 1, 256 << 20);
 }
 
@@ -143,11 +143,12 @@ export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): 
   if (h.blocks.length > maxEntries || h.entries.length > maxEntries) {
     throw new ImgstreamError(ErrorCode.LIMIT_EXCEEDED, `layer index has more than ${maxEntries} blocks or entries`, { limit: maxEntries });
   }
-  let winPos = 16 + jsonLen;
-  // the windows stay views of one buffer: of the decoded index itself when the header is the
-  // smaller part, else of a copy of the window area (the header's bytes are not kept)
-  const windowArea = jsonLen <= raw.byteLength - winPos ? raw : Buffer.from(raw.subarray(winPos));
-  const windowBase = windowArea === raw ? 0 : winPos;
+  const windowStart = 16 + jsonLen;
+  let winPos = windowStart;
+  // the windows stay views of one buffer: the decoded index itself when the header is the smaller
+  // part, else a copy of the window area (the header's bytes are not kept)
+  const tail = raw.subarray(windowStart);
+  const windowArea = jsonLen <= tail.byteLength ? new Uint8Array(tail.buffer, tail.byteOffset, tail.byteLength) : new Uint8Array(tail);
   const blocks: StreamBlock[] = [];
   let expectOut = 0;
   let prevFetch = -1;
@@ -168,7 +169,7 @@ export function parseIndex(bytes: Uint8Array, options: ParseIndexOptions = {}): 
     if (format === 'zran' && i === 0 && (fo !== 0 || member !== 1)) throw bad('first zran block must start at the first member');
     if (format === 'zran' && member === 1 && (bits !== 0 || wl !== 0)) throw bad(`member block ${i} with bits or window`);
     if (winPos + wl > raw.byteLength) throw bad('windows run past the end');
-    const window = new Uint8Array(windowArea.buffer, windowArea.byteOffset + winPos - windowBase, wl);
+    const window = windowArea.subarray(winPos - windowStart, winPos - windowStart + wl);
     winPos += wl;
     blocks.push({ fetchOffset: fo, fetchSize: fs, uncompressedOffset: uo, uncompressedSize: us, digest, ...(format === 'zran' ? { bits, member: member === 1, window } : {}) });
     expectOut = uo + us;
