@@ -23,7 +23,13 @@ export type Fault =
   /** Answer a redirect to `to(path)` (another origin, e.g. a storage proxy). */
   | { kind: 'redirect'; status?: number; to: (pathAndQuery: string) => string }
   /** Answer 401 with a Basic challenge unless the request carries `Authorization`. */
-  | { kind: 'require-authorization' };
+  | { kind: 'require-authorization' }
+  /**
+   * Forward only once a request whose path matches `until` has arrived (at any time before), or
+   * after `timeoutMs`: shows that a client sends two requests at the same time. The log entry's
+   * `held` says which.
+   */
+  | { kind: 'hold'; until: RegExp; timeoutMs: number };
 
 export interface FaultRule {
   /** HTTP method to match; default any. */
@@ -43,6 +49,8 @@ export interface ProxyLogEntry {
   headers: IncomingHttpHeaders;
   /** Kind of the fault applied, if any. */
   fault: Fault['kind'] | undefined;
+  /** For a `hold`: released by the awaited request, or timed out. */
+  held?: 'released' | 'timed-out';
 }
 
 export interface FaultProxy {
@@ -89,9 +97,32 @@ export async function startFaultProxy(t: Teardown, upstream: string, rules: Faul
     return undefined;
   };
 
+  const holds = new Set<{ until: RegExp; release: () => void }>();
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     const fault = pick(req);
-    log.push({ method: req.method ?? '', path: req.url ?? '', headers: { ...req.headers }, fault: fault?.kind });
+    const entry: ProxyLogEntry = { method: req.method ?? '', path: req.url ?? '', headers: { ...req.headers }, fault: fault?.kind };
+    log.push(entry);
+    for (const h of holds) if (h.until.test(entry.path)) h.release();
+    if (fault?.kind === 'hold') {
+      const go = (how: 'released' | 'timed-out') => {
+        if (entry.held !== undefined) return;
+        entry.held = how;
+        holds.delete(hold);
+        clearTimeout(timer);
+        timers.delete(timer);
+        serve(req, res, undefined);
+      };
+      const hold = { until: fault.until, release: () => go('released') };
+      const timer = setTimeout(() => go('timed-out'), fault.timeoutMs);
+      timers.add(timer);
+      holds.add(hold);
+      if (log.some((e) => e !== entry && fault.until.test(e.path))) go('released');
+      return;
+    }
+    serve(req, res, fault);
+  };
+
+  const serve = (req: IncomingMessage, res: ServerResponse, fault: Exclude<Fault, { kind: 'hold' }> | undefined) => {
     if (fault?.kind === 'status') {
       req.resume();
       const headers: Record<string, string> = { 'content-type': fault.contentType ?? 'application/json' };

@@ -323,5 +323,49 @@ test('a registry with the OCI 1.1 referrers API is asked directly, with and with
   const referrerRequests = proxy.log.filter((e) => /\/referrers\//.test(e.path));
   assert.equal(referrerRequests.length, 2);
   assert.match(referrerRequests[1]!.path, /artifactType=application%2Fvnd\.y/);
-  assert.ok(proxy.log.every((e) => !/sha256-/.test(e.path)), 'no fallback tag lookups');
+  // the first query also asked for the fallback tag, before the API was known to exist; later ones do not
+  assert.equal(proxy.log.filter((e) => /manifests\/sha256-/.test(e.path)).length, 1);
+});
+
+test('without the referrers API, the fallback tag is asked for at the same time, then alone', async (t) => {
+  const { img, proxy, proxyHost } = await setup(t);
+  const c = client(t);
+  const ref = parseReference(`${proxyHost}/f/app:v1`);
+  const TAG = /\/manifests\/sha256-/;
+  // the registry's 404 to the referrers query is held until the fallback tag's request arrives
+  proxy.setRules([{ method: 'GET', path: /\/referrers\//, fault: { kind: 'hold', until: TAG, timeoutMs: 10_000 } }]);
+  assert.deepEqual(await c.referrers(ref, img.digest), []);
+  assert.deepEqual(
+    proxy.log.filter((e) => /\/referrers\//.test(e.path)).map((e) => e.held),
+    ['released'],
+  );
+  // known to be missing now: only the tag
+  const before = proxy.log.length;
+  assert.deepEqual(await c.referrers(ref, img.digest, { artifactType: 'application/vnd.x' }), []);
+  assert.deepEqual(
+    proxy.log.slice(before).map((e) => TAG.test(e.path)),
+    [true],
+  );
+});
+
+test("resolveImage's onManifest runs before the config is fetched, once, with the platform manifest", async (t) => {
+  const { img, proxy, proxyHost } = await setup(t);
+  const c = client(t);
+  const ref = parseReference(`${proxyHost}/f/app:v1`);
+  const config = new RegExp(`/blobs/${img.manifest.config.digest}`);
+  // the config is served only once the referrers query made from onManifest has arrived
+  proxy.setRules([{ method: 'GET', path: config, fault: { kind: 'hold', until: /\/referrers\//, timeoutMs: 10_000 } }]);
+  const seen: string[] = [];
+  let lookup: Promise<unknown> | undefined;
+  const image = await c.resolveImage(ref, {
+    platform: { os: 'linux', architecture: 'amd64' },
+    onManifest: ({ digest, manifest }) => {
+      seen.push(digest);
+      assert.equal(manifest.config.digest, img.manifest.config.digest);
+      lookup = c.referrers(ref, digest);
+    },
+  });
+  assert.deepEqual(seen, [image.digest]);
+  assert.deepEqual(await lookup, []);
+  assert.deepEqual(proxy.log.filter((e) => config.test(e.path)).map((e) => e.held), ['released']);
 });

@@ -116,6 +116,11 @@ export interface ResolvedImage {
 export interface ResolveImageOptions extends CallOptions {
   /** Platform to select from an index. Default: the host's (see hostPlatform). */
   platform?: Platform;
+  /**
+   * Called once with the platform's manifest, verified, before its config is fetched: work that
+   * needs only the manifest digest (referrers lookups) can start a round trip sooner. Default none.
+   */
+  onManifest?: (manifest: { digest: Digest; mediaType: string; manifest: ImageManifest }) => void;
 }
 
 /** Options of {@link RegistryClient.pushManifest}. */
@@ -247,8 +252,8 @@ export class RegistryClient {
   readonly #mirrorCooldownMs: number;
   /** Mirror origin -> time (per `now`) until which it is skipped after a failure. */
   readonly #mirrorDownUntil = new Map<string, number>();
-  /** Repositories known to lack the referrers API (endpoint origin + repository). */
-  readonly #noReferrersApi = new Set<string>();
+  /** Whether a repository's registry has the referrers API (registry + repository), once known. */
+  readonly #referrersApi = new Map<string, boolean>();
   #closed = false;
 
   constructor(options: RegistryClientOptions = {}) {
@@ -383,6 +388,7 @@ export class RegistryClient {
       }
     }
     const manifest = fetched.document.manifest;
+    options.onManifest?.({ digest: fetched.digest, mediaType: fetched.mediaType, manifest });
     if (manifest.config.size > this.#maxConfigBytes) {
       throw new ImgstreamError(ErrorCode.LIMIT_EXCEEDED, `image config ${manifest.config.digest} is ${manifest.config.size} bytes, more than ${this.#maxConfigBytes}`, {
         digest: manifest.config.digest,
@@ -551,14 +557,23 @@ export class RegistryClient {
 
   /**
    * Descriptors of the manifests whose `subject` is `subject`: the OCI 1.1 referrers API, or, for
-   * registries without it, the `sha256-<hex>` tag-schema fallback index.
+   * registries without it, the `sha256-<hex>` tag-schema fallback index. Until a repository's
+   * registry has answered one referrers query, the fallback tag is asked for at the same time, so
+   * a registry without the API costs no extra round trip.
    */
   async referrers(ref: ImageReference, subject: Digest, options: ReferrersOptions = {}): Promise<Descriptor[]> {
     parseDigest(subject, 'subject digest');
     const { artifactType, signal } = options;
     const filter = (list: Descriptor[], applied: boolean) => (artifactType === undefined || applied ? list : list.filter((d) => d.artifactType === artifactType));
     const key = `${ref.registry}/${ref.repository}`;
-    if (!this.#noReferrersApi.has(key)) {
+    const api = this.#referrersApi.get(key);
+    let fallback: Promise<ImageIndex | undefined> | undefined;
+    if (api !== false) {
+      if (api === undefined) {
+        fallback = this.#referrersTagIndex(ref, subject, signal);
+        // awaited below only when the API is missing; its failure is then reported there
+        fallback.catch(() => undefined);
+      }
       const query = artifactType !== undefined ? `?artifactType=${encodeURIComponent(artifactType)}` : '';
       const res = await this.#request({
         ref,
@@ -573,13 +588,14 @@ export class RegistryClient {
         const bytes = await this.#readBody(res, this.#maxManifestBytes, `referrers of ${subject}`, signal);
         const doc = parseManifest(bytes, MediaType.OCI_INDEX);
         if (doc.kind !== 'index') throw new ImgstreamError(ErrorCode.REGISTRY_PROTOCOL, 'referrers response is not an index', { url: res.url });
+        this.#referrersApi.set(key, true);
         const applied = (header(res.headers, 'oci-filters-applied') ?? '').split(',').map((s) => s.trim()).includes('artifactType');
         return filter(doc.index.manifests, applied);
       }
       await discard(res.body);
-      this.#noReferrersApi.add(key);
+      if (api === undefined) this.#referrersApi.set(key, false);
     }
-    const index = await this.#referrersTagIndex(ref, subject, signal);
+    const index = await (fallback ?? this.#referrersTagIndex(ref, subject, signal));
     return filter(index?.manifests ?? [], false);
   }
 
