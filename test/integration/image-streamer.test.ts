@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode, ImageStreamer, indexImage, isImgstreamError, parseReference, RegistryClient, type Digest } from '@imgstream/core';
 import { startRegistry } from '../helpers/registry.ts';
+import { startFaultProxy } from '../helpers/fault-proxy.ts';
 import { pushTreeImage } from '../helpers/image-builder.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -112,4 +113,30 @@ test('ImageStreamer: a layer downloads once its container started reading and we
   const openedAt = performance.now();
   await deferred.openLayer({ imageRef: other.ref, layerDigest: other.layerDigests[0]! });
   assert.ok((await done) - openedAt >= 790);
+});
+
+test("ImageStreamer: an image's index artifacts and image-resolved do not wait for its config", { timeout: 60_000 }, async (t) => {
+  const registry = await startRegistry(t);
+  const image = await pushTreeImage(registry.url, 'streamer-early:1', [{ 'etc/a.txt': 'a\n' }]);
+  const direct = new RegistryClient({ plainHttpLoopback: true });
+  t.after(() => direct.close());
+  await indexImage(direct, parseReference(image.ref));
+  const manifest = await direct.getManifest(parseReference(image.ref));
+  assert.equal(manifest.document.kind, 'manifest');
+  const configDigest = manifest.document.kind === 'manifest' ? manifest.document.manifest.config.digest : '';
+  const config = new RegExp(`/blobs/${configDigest}`);
+  // the config is served only once the index artifacts' referrers lookup has reached the registry
+  const proxy = await startFaultProxy(t, registry.url, [{ method: 'GET', path: config, fault: { kind: 'hold', until: /\/referrers\/|\/manifests\/sha256-/, timeoutMs: 10_000 } }]);
+  const client = new RegistryClient({ plainHttpLoopback: true });
+  t.after(() => client.close());
+  const dir = await tempDir(t, 'imgstream-streamer-early-');
+  const streamer = new ImageStreamer({ registry: client, layerCacheDir: join(dir, 'layers'), imagesInUsePath: join(dir, 'in-use.json'), downloadMaxDeferMs: 60_000 });
+  t.after(() => streamer.close());
+  const resolved: Array<{ manifestDigest: string; configRequests: number }> = [];
+  streamer.on('image-resolved', (e) => resolved.push({ manifestDigest: e.manifestDigest, configRequests: proxy.log.filter((l) => config.test(l.path)).length }));
+  const ref = image.ref.replace(new URL(registry.url).host, proxy.host);
+  const layer = await streamer.openLayer({ imageRef: ref, layerDigest: image.layerDigests[0]! });
+  assert.ok(layer.index.entries.has('etc/a.txt'));
+  assert.deepEqual(resolved, [{ manifestDigest: image.manifestDigest, configRequests: 0 }]);
+  assert.deepEqual(proxy.log.filter((l) => config.test(l.path)).map((l) => l.held), ['released']);
 });

@@ -107,8 +107,8 @@ export {
   referrersFallbackTag,
 } from './index/index-artifact-manifest.js';
 export type { IndexArtifact, IndexArtifactLayer, IndexArtifactDescriptor } from './index/index-artifact-manifest.js';
-export { indexImage, layerIndexKind, openImageLayers } from './index/image-indexes.js';
-export type { IndexImageOptions, IndexImageProgress, IndexImageResult, LayerIndexKind, OpenedLayer } from './index/image-indexes.js';
+export { indexImage, layerIndexKind, lookupIndexArtifacts, openImageLayers } from './index/image-indexes.js';
+export type { IndexArtifactLookup, IndexImageOptions, IndexImageProgress, IndexImageResult, LayerIndexKind, OpenedLayer, OpenImageLayersOptions } from './index/image-indexes.js';
 export { MergedTree } from './index/merged-tree.js';
 export type { MergedEntry } from './index/merged-tree.js';
 export { ImageStreamer } from './service/image-streamer.js';

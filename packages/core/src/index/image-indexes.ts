@@ -134,19 +134,44 @@ export interface OpenedLayer {
   reader: ReturnType<RegistryClient['blobReader']>;
 }
 
+/** Where the imgstream index of each layer is: layer digest -> the index blob and its artifact. */
+export type IndexArtifactLookup = ReadonlyMap<Digest, { digest: Digest; size: number; artifact: Digest }>;
+
+/**
+ * Finds the imgstream index artifacts that refer to a manifest (referrers API or tag-schema
+ * fallback) and reads which index blob each layer has. Needs only the manifest digest, so it can
+ * run while the image's config is fetched. The artifacts' manifests are fetched in parallel; where
+ * two artifacts index the same layer, the first one listed wins.
+ */
+export async function lookupIndexArtifacts(client: RegistryClient, ref: ImageReference, manifestDigest: Digest, options: { signal?: AbortSignal } = {}): Promise<IndexArtifactLookup> {
+  const call = options.signal !== undefined ? { signal: options.signal } : {};
+  const artifacts = await client.referrers(ref, manifestDigest, { ...call, artifactType: INDEX_ARTIFACT_TYPE });
+  const manifests = await Promise.all(artifacts.map((a) => client.getManifest({ ...ref, digest: a.digest }, { ...call, digest: a.digest })));
+  const available = new Map<Digest, { digest: Digest; size: number; artifact: Digest }>();
+  manifests.forEach((m, i) => {
+    for (const [layer, d] of parseIndexArtifact(m.bytes, manifestDigest)) if (!available.has(layer)) available.set(layer, { digest: d.digest, size: d.size, artifact: artifacts[i]!.digest });
+  });
+  return available;
+}
+
+/** Options of {@link openImageLayers}. */
+export interface OpenImageLayersOptions {
+  signal?: AbortSignal;
+  /**
+   * The image's index artifacts, when a {@link lookupIndexArtifacts} of its manifest digest was
+   * started earlier (e.g. from `resolveImage`'s `onManifest`). Default: looked up here.
+   */
+  indexArtifacts?: IndexArtifactLookup | Promise<IndexArtifactLookup>;
+}
+
 /**
  * Opens the seekable index of every layer of a resolved image: eStargz layers through their TOC,
  * other layers through the imgstream index artifact that refers to the image (referrers API or
  * tag-schema fallback). Layers without an index get an `error` instead of an `index`.
  */
-export async function openImageLayers(client: RegistryClient, ref: ImageReference, image: ResolvedImage, options: { signal?: AbortSignal } = {}): Promise<OpenedLayer[]> {
+export async function openImageLayers(client: RegistryClient, ref: ImageReference, image: ResolvedImage, options: OpenImageLayersOptions = {}): Promise<OpenedLayer[]> {
   const call = options.signal !== undefined ? { signal: options.signal } : {};
-  const artifacts = await client.referrers(ref, image.digest, { ...call, artifactType: INDEX_ARTIFACT_TYPE });
-  const available = new Map<Digest, { digest: Digest; size: number; artifact: Digest }>();
-  for (const a of artifacts) {
-    const m = await client.getManifest({ ...ref, digest: a.digest }, { ...call, digest: a.digest });
-    for (const [layer, d] of parseIndexArtifact(m.bytes, image.digest)) if (!available.has(layer)) available.set(layer, { digest: d.digest, size: d.size, artifact: a.digest });
-  }
+  const available = await (options.indexArtifacts ?? lookupIndexArtifacts(client, ref, image.digest, call));
   return Promise.all(
     image.manifest.layers.map(async (descriptor): Promise<OpenedLayer> => {
       const reader = client.blobReader(ref, descriptor);

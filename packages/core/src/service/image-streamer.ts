@@ -10,7 +10,7 @@ import { delay } from '../fetch/delay.js';
 import { LayerDownloader } from '../download/layer-downloader.js';
 import { GarbageCollector, type GcClock, type GcRunResult } from '../gc/garbage-collector.js';
 import { ImagesInUseStore } from '../gc/images-in-use-store.js';
-import { openImageLayers, type OpenedLayer } from '../index/image-indexes.js';
+import { lookupIndexArtifacts, openImageLayers, type IndexArtifactLookup, type OpenedLayer } from '../index/image-indexes.js';
 import type { LayerFormat } from '../index/model.js';
 import type { RegistryClient, ResolvedImage } from '../registry/client.js';
 import { formatReference, parseReference, withDigest } from '../registry/reference.js';
@@ -94,7 +94,7 @@ export interface LayerState {
 
 /** What an {@link ImageStreamer} emits. */
 export interface ImageStreamerEvents {
-  /** An image's manifest was resolved (once per resolution), before its layers' indexes are fetched. */
+  /** An image's manifest was resolved (once per resolution), before its config and its layers' indexes are fetched. */
   'image-resolved': (event: { imageRef: string; manifestDigest: Digest }) => void;
   /** A layer is streamable and was opened (once per layer). */
   'layer-streamed': (event: { imageRef: string; manifestDigest: Digest; layerDigest: Digest; format: LayerFormat; files: number }) => void;
@@ -320,9 +320,19 @@ export class ImageStreamer extends EventEmitter<ImageStreamerEvents> {
       // shared by every layer of the image; not bound to one caller's signal
       const call = { signal: this.#controller.signal };
       const promise = (async () => {
-        const image = await this.registry.resolveImage(ref, call);
-        this.emit('image-resolved', { imageRef, manifestDigest: image.digest });
-        return { image, layers: await openImageLayers(this.registry, ref, image, call) };
+        // the index artifacts' (and, through image-resolved, the prefetch report's) round trips
+        // need only the manifest digest: they start while the config is fetched
+        let indexArtifacts: Promise<IndexArtifactLookup> | undefined;
+        const image = await this.registry.resolveImage(ref, {
+          ...call,
+          onManifest: ({ digest }) => {
+            indexArtifacts = lookupIndexArtifacts(this.registry, ref, digest, call);
+            // awaited below unless resolveImage fails (then its error is the one reported)
+            indexArtifacts.catch(() => undefined);
+            this.emit('image-resolved', { imageRef, manifestDigest: digest });
+          },
+        });
+        return { image, layers: await openImageLayers(this.registry, ref, image, { ...call, ...(indexArtifacts !== undefined ? { indexArtifacts } : {}) }) };
       })();
       const created = { promise, byTag: ref.digest === undefined, atMs: Date.now() };
       entry = created;
