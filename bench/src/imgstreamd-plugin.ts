@@ -58,7 +58,9 @@ export async function startImgstreamDaemon(ctx: ImgstreamDaemonContext): Promise
     // extra daemon flags for experiments, e.g. IMGSTREAMD_ARGS='--background_downloads=false'
     ...(process.env.IMGSTREAMD_ARGS ?? '').split(/\s+/).filter(Boolean),
   ];
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  // extra environment for the daemon only, e.g. IMGSTREAMD_ENV='GLIBC_TUNABLES=glibc.malloc.hugetlb=0'
+  const extraEnv = Object.fromEntries((process.env.IMGSTREAMD_ENV ?? '').split(/\s+/).filter((kv) => kv.includes('=')).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...extraEnv } });
   let log = '';
   // IMGSTREAMD_LOG=FILE keeps the daemon's whole log (appended), for diagnosis
   const logFile = process.env.IMGSTREAMD_LOG !== undefined && process.env.IMGSTREAMD_LOG !== '' ? createWriteStream(process.env.IMGSTREAMD_LOG, { flags: 'a' }) : undefined;

@@ -74,7 +74,8 @@ interface LiveRule {
 /**
  * An HTTP proxy in front of `upstream` (e.g. a docker-registry URL) that injects faults into
  * requests matching its rules: 5xx/429 bursts, resets before or during the body, stalled and slow
- * bodies, ignored Range, dropped credentials, corrupted bytes, redirects. Stopped after the test.
+ * bodies, ignored Range, dropped credentials, corrupted bytes, redirects, requests held until another
+ * arrives. Stopped after the test.
  */
 export async function startFaultProxy(t: Teardown, upstream: string, rules: FaultRule[] = []): Promise<FaultProxy> {
   const target = new URL(upstream);

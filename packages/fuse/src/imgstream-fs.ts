@@ -27,7 +27,11 @@ export interface ImgstreamFsOptions {
   readTimeoutMs?: number;
   /** Largest read the kernel sends in one request (`max_read`). Bytes; default 131072 (libfuse2's limit). */
   maxReadBytes?: number;
-  /** Kernel read-ahead on the mount (`max_readahead`). Bytes; default 1 MiB. */
+  /**
+   * Most read-ahead the mount allows the kernel (`max_readahead`). Bytes; default 1 MiB. The
+   * kernel reads ahead by the mount's backing device's `read_ahead_kb` (128 KiB when mounted), which
+   * this can only lower (docs/fuse.md, "Mount options").
+   */
   maxReadaheadBytes?: number;
   /**
    * How long the kernel caches attributes and directory entries (`attr_timeout`, `entry_timeout`).

@@ -452,8 +452,8 @@ export class PackReadAhead implements RangeReader {
 /**
  * Which parts of a pack's pinned pieces a page-cache warm-up reads: each joined range (adjacent
  * pieces of a file) but its last `extend` bytes, the read-ahead extension, unless it ends at the
- * end of the file (`sizeOf`). Reading a range to its end sets the kernel reading ahead past it (up
- * to the mount's max_readahead, 1 MiB), past the pack: on node-app those reads fetched spans from
+ * end of the file (`sizeOf`). Reading a range to its end sets the kernel reading ahead past it (by
+ * the mount's read-ahead, 128 KiB), past the pack: on node-app those reads fetched spans from
  * the registry while the container started. The container's own reads still find the extension
  * pinned. Returns the filter for the pieces of one layer as they are pinned.
  */
