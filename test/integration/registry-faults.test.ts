@@ -327,7 +327,7 @@ test('a registry with the OCI 1.1 referrers API is asked directly, with and with
   assert.equal(proxy.log.filter((e) => /manifests\/sha256-/.test(e.path)).length, 1);
 });
 
-test('without the referrers API, the fallback tag is asked for at the same time, then alone', async (t) => {
+test('without the referrers API, the fallback tag is asked for at the same time, then alone; queries of one subject at once share it', async (t) => {
   const { img, proxy, proxyHost } = await setup(t);
   const c = client(t);
   const ref = parseReference(`${proxyHost}/f/app:v1`);
@@ -346,6 +346,19 @@ test('without the referrers API, the fallback tag is asked for at the same time,
     proxy.log.slice(before).map((e) => TAG.test(e.path)),
     [true],
   );
+  // queries of one subject at the same time share the tag's request; a caller that gives up does
+  // not fail the others
+  const shared = client(t);
+  const tagsBefore = proxy.log.filter((e) => TAG.test(e.path)).length;
+  const giveUp = new AbortController();
+  const [a, b, gaveUp] = await Promise.allSettled([
+    shared.referrers(ref, img.digest, { artifactType: 'application/vnd.x' }),
+    shared.referrers(ref, img.digest),
+    shared.referrers(ref, img.digest, { signal: giveUp.signal }).finally(() => undefined),
+    giveUp.abort(new Error('gave up')),
+  ]);
+  assert.deepEqual([a.status, b.status, gaveUp.status], ['fulfilled', 'fulfilled', 'rejected']);
+  assert.equal(proxy.log.filter((e) => TAG.test(e.path)).length - tagsBefore, 1);
 });
 
 test("resolveImage's onManifest runs before the config is fetched, once, with the platform manifest", async (t) => {

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
+import { abortable } from '../abortable.js';
 import { defaults } from '../defaults.js';
 import { channel, publish } from '../diagnostics.js';
 import { Digester, digestHex, digestMismatch, parseDigest, sha256Digest, type Digest } from '../digest.js';
@@ -254,6 +255,8 @@ export class RegistryClient {
   readonly #mirrorDownUntil = new Map<string, number>();
   /** Whether a repository's registry has the referrers API (registry + repository), once known. */
   readonly #referrersApi = new Map<string, boolean>();
+  /** Fallback-tag reads in flight, by registry/repository@subject. */
+  readonly #referrersTagReads = new Map<string, Promise<ImageIndex | undefined>>();
   #closed = false;
 
   constructor(options: RegistryClientOptions = {}) {
@@ -570,7 +573,7 @@ export class RegistryClient {
     let fallback: Promise<ImageIndex | undefined> | undefined;
     if (api !== false) {
       if (api === undefined) {
-        fallback = this.#referrersTagIndex(ref, subject, signal);
+        fallback = this.#readReferrersTag(ref, subject, signal);
         // awaited below only when the API is missing; its failure is then reported there
         fallback.catch(() => undefined);
       }
@@ -595,8 +598,8 @@ export class RegistryClient {
       await discard(res.body);
       if (api === undefined) this.#referrersApi.set(key, false);
     }
-    const index = await (fallback ?? this.#referrersTagIndex(ref, subject, signal));
-    return filter(index?.manifests ?? [], false);
+    const index = await (fallback ?? this.#readReferrersTag(ref, subject, signal));
+    return filter([...(index?.manifests ?? [])], false);
   }
 
   /** Closes the connection pool gracefully; later calls throw IMGSTREAM_CLOSED. Idempotent. */
@@ -613,6 +616,26 @@ export class RegistryClient {
   }
 
   // ---- referrers tag schema --------------------------------------------------------------
+
+  /**
+   * The fallback index for a referrers query: concurrent queries of one subject (an image's index
+   * artifacts and its prefetch report, asked at once) share one request. The shared request runs
+   * without any one caller's signal (each caller stops waiting when its own signal aborts).
+   */
+  #readReferrersTag(ref: ImageReference, subject: Digest, signal?: AbortSignal): Promise<ImageIndex | undefined> {
+    const key = `${ref.registry}/${ref.repository}@${subject}`;
+    let shared = this.#referrersTagReads.get(key);
+    if (shared === undefined) {
+      const request = this.#referrersTagIndex(ref, subject);
+      const clear = (): void => {
+        if (this.#referrersTagReads.get(key) === request) this.#referrersTagReads.delete(key);
+      };
+      request.then(clear, clear);
+      this.#referrersTagReads.set(key, request);
+      shared = request;
+    }
+    return abortable(shared, signal);
+  }
 
   async #referrersTagIndex(ref: ImageReference, subject: Digest, signal?: AbortSignal): Promise<ImageIndex | undefined> {
     const tag = `sha256-${digestHex(subject)}`;
