@@ -134,8 +134,15 @@ export interface OpenedLayer {
   reader: ReturnType<RegistryClient['blobReader']>;
 }
 
-/** Where the imgstream index of each layer is: layer digest -> the index blob and its artifact. */
-export type IndexArtifactLookup = ReadonlyMap<Digest, { digest: Digest; size: number; artifact: Digest }>;
+/** A layer's imgstream index: the index blob and the artifact that lists it. */
+interface IndexArtifactBlob {
+  digest: Digest;
+  size: number;
+  artifact: Digest;
+}
+
+/** Where the imgstream index of each layer is: layer digest -> its index blob. */
+export type IndexArtifactLookup = ReadonlyMap<Digest, IndexArtifactBlob>;
 
 /**
  * Finds the imgstream index artifacts that refer to a manifest (referrers API or tag-schema
@@ -147,7 +154,7 @@ export async function lookupIndexArtifacts(client: RegistryClient, ref: ImageRef
   const call = options.signal !== undefined ? { signal: options.signal } : {};
   const artifacts = await client.referrers(ref, manifestDigest, { ...call, artifactType: INDEX_ARTIFACT_TYPE });
   const manifests = await Promise.all(artifacts.map((a) => client.getManifest({ ...ref, digest: a.digest }, { ...call, digest: a.digest })));
-  const available = new Map<Digest, { digest: Digest; size: number; artifact: Digest }>();
+  const available = new Map<Digest, IndexArtifactBlob>();
   manifests.forEach((m, i) => {
     for (const [layer, d] of parseIndexArtifact(m.bytes, manifestDigest)) if (!available.has(layer)) available.set(layer, { digest: d.digest, size: d.size, artifact: artifacts[i]!.digest });
   });
