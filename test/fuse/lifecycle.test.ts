@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { ErrorCode } from '@imgstream/core';
 import { ImgstreamFs } from '@imgstream/fuse';
 import { memoryLayer } from '../helpers/memory-layer.js';
-import { run, sh, teardownStack } from '../helpers/fuse.js';
+import { mountCount, run, sh, teardownStack } from '../helpers/fuse.js';
 import type { Teardown } from '../helpers/tmp.js';
 
 const child = new URL('./fixtures/mount-child.ts', import.meta.url).pathname;
@@ -40,11 +40,6 @@ async function mountInChild(t: Teardown, mountPoint: string): Promise<{ pid: num
     p.on('exit', (code) => reject(new Error(`child exited ${code}`)));
   });
   return { pid: p.pid!, layerDir };
-}
-
-async function mountCount(mountPoint: string): Promise<number> {
-  const table = await sh('cat', ['/proc/self/mountinfo']);
-  return table.split('\n').filter((l) => l.split(' ')[4] === mountPoint).length;
 }
 
 async function tempMountPoint(t: Teardown): Promise<string> {

@@ -101,3 +101,9 @@ export async function describeTree(dir: string): Promise<Map<string, string>> {
   }
   return out;
 }
+
+/** How many mounts are at `mountPoint` (as /proc/self/mountinfo spells it). */
+export async function mountCount(mountPoint: string): Promise<number> {
+  const table = await sh('cat', ['/proc/self/mountinfo']);
+  return table.split('\n').filter((l) => l.split(' ')[4] === mountPoint).length;
+}

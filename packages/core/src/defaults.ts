@@ -85,6 +85,8 @@ export const defaults = Object.freeze({
     maxReadaheadBytes: 1024 * 1024,
     /** How long the kernel may cache attributes and directory entries of the (immutable) layers, ms. */
     cacheTimeoutMs: 3_600_000,
+    /** How long the kernel may cache a lookup that found nothing, ms (0: not cached; see `ImgstreamFsOptions.negativeTimeoutMs`). */
+    negativeTimeoutMs: 0,
     /** How long mount() waits for an existing mount at the mount point to answer before treating it as stale, ms. */
     staleCheckTimeoutMs: 5_000,
     /** Files a page-cache warm-up reads at once (each file's ranges in order). */

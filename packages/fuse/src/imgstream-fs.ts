@@ -9,6 +9,7 @@ import { loadFuseNative } from './fuse-native.js';
 import type { FuseCallback, FuseConstructor, FuseInstance, FuseOps, FuseSignal } from './fuse-native.js';
 import { LayerView, layerNeedsXattrs, parentOf } from './layer-view.js';
 import type { LayerNode } from './layer-view.js';
+import { findNotifyFd, invalidateEntry, pinDirectory, type PinnedDirectory } from './kernel-notify.js';
 import { findMount } from './mount-table.js';
 import { PageCacheWarmer, type PageCacheWarmerOptions } from './page-cache-warmer.js';
 import { imageDirName, layerDirName, parseLayerDirName } from './names.js';
@@ -39,6 +40,24 @@ export interface ImgstreamFsOptions {
    * across opens (`kernel_cache`).
    */
   cacheTimeoutMs?: number;
+  /**
+   * How long the kernel caches a lookup that found nothing (`negative_timeout`), so the next
+   * lookup of that name fails without asking this process. Milliseconds; default 0 (none cached).
+   *
+   * Layers are immutable, so a name missing in one stays missing; module resolution (node,
+   * python) looks up hundreds of such names once per process. {@link addLayer} and
+   * {@link addImage} drop a cached miss of the name they add (a kernel notification on the mount's
+   * connection, done in the background; {@link visible} resolves when it is done). With a timeout,
+   * mount() keeps `layers/` and `images/` open for the mount's life and rejects with
+   * IMGSTREAM_MOUNT_FAILED when it cannot address them (docs/fuse.md, "Negative entries").
+   */
+  negativeTimeoutMs?: number;
+  /**
+   * Called for each lookup of a path under a layer's directory that the layer does not have
+   * (answered ENOENT): `path` is the path in the layer. For recording which names a start-up looks
+   * up in vain (a prefetch report's `absent`). Must not throw. Default none.
+   */
+  onAbsent?: (layer: Digest, path: string) => void;
   /** Let users other than the mounting one (containers, overlayfs users) use the mount. Default true. */
   allowOther?: boolean;
   /**
@@ -68,6 +87,8 @@ interface ResolvedOptions {
   maxReadBytes: number;
   maxReadaheadBytes: number;
   cacheTimeoutMs: number;
+  negativeTimeoutMs: number;
+  onAbsent: ((layer: Digest, path: string) => void) | undefined;
   allowOther: boolean;
   staleCheckTimeoutMs: number;
   fsName: string;
@@ -107,6 +128,7 @@ const chMount = channel('fuse:mount');
 const chUnmount = channel('fuse:unmount');
 const chStale = channel('fuse:stale-mount');
 const chReadError = channel('fuse:read-error');
+const chNotifyError = channel('fuse:notify-error');
 
 /**
  * The imgstream filesystem: one read-only FUSE mount with
@@ -132,6 +154,10 @@ export class ImgstreamFs {
   private readonly removed = new Map<Digest, LayerView>();
   private readonly createdMs = Date.now();
   private fuse: FuseInstance | undefined;
+  /** With negative entries: the connection's /dev/fuse descriptor and the pinned `layers/` and `images/`. */
+  private notify: { fd: number; layers: PinnedDirectory; images: PinnedDirectory } | undefined;
+  /** Drops of cached misses in progress (see {@link visible}). */
+  private revalidating: Promise<void> = Promise.resolve();
   private mounting: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
   private closed = false;
@@ -147,6 +173,8 @@ export class ImgstreamFs {
       maxReadBytes: positive('maxReadBytes', options.maxReadBytes ?? defaults.fuse.maxReadBytes),
       maxReadaheadBytes: positive('maxReadaheadBytes', options.maxReadaheadBytes ?? defaults.fuse.maxReadaheadBytes),
       cacheTimeoutMs: nonNegative('cacheTimeoutMs', options.cacheTimeoutMs ?? defaults.fuse.cacheTimeoutMs),
+      negativeTimeoutMs: nonNegative('negativeTimeoutMs', options.negativeTimeoutMs ?? defaults.fuse.negativeTimeoutMs),
+      onAbsent: options.onAbsent,
       allowOther: options.allowOther ?? true,
       staleCheckTimeoutMs: positive('staleCheckTimeoutMs', options.staleCheckTimeoutMs ?? defaults.fuse.staleCheckTimeoutMs),
       fsName: options.fsName ?? 'imgstream',
@@ -230,7 +258,54 @@ export class ImgstreamFs {
     }
     this.fuse = fuse;
     process.once('exit', this.onExit);
+    if (this.opts.negativeTimeoutMs > 0) {
+      try {
+        this.notify = await this.addressNegativeEntries(mountPoint);
+      } catch (err) {
+        await this.detach(true).catch(() => undefined);
+        throw err;
+      }
+    }
     publish(chMount, { mountPoint, recoveredStaleMount: stale.outcome === 'recovered' });
+  }
+
+  /**
+   * Finds what dropping a cached miss needs (negative entries on): the mount's /dev/fuse
+   * descriptor and the kernel's node ids of `layers/` and `images/`, which stay open.
+   */
+  private async addressNegativeEntries(mountPoint: string): Promise<{ fd: number; layers: PinnedDirectory; images: PinnedDirectory }> {
+    const failed = (what: string): ImgstreamError =>
+      new ImgstreamError(ErrorCode.MOUNT_FAILED, `cannot cache negative entries on ${mountPoint}: ${what} (set negativeTimeoutMs to 0)`, { path: mountPoint });
+    const fd = await findNotifyFd(mountPoint);
+    if (fd === undefined) throw failed("this process has no /dev/fuse descriptor that reaches the mount's connection");
+    const layers = await pinDirectory(fd, mountPoint, 'layers');
+    const images = layers === undefined ? undefined : await pinDirectory(fd, mountPoint, 'images');
+    if (layers === undefined || images === undefined) {
+      await layers?.handle.close().catch(() => undefined);
+      throw failed('the kernel node ids of layers/ and images/ were not found');
+    }
+    return { fd, layers, images };
+  }
+
+  /**
+   * Resolves when the layers and images added so far can be looked up: with negative entries on
+   * (`negativeTimeoutMs`), a name that was looked up while it was missing stays missing for the
+   * kernel until {@link addLayer}/{@link addImage} has dropped that cached miss, which it does in
+   * the background. Never rejects (a failed drop is published on `imgstream:fuse:notify-error`).
+   */
+  visible(): Promise<void> {
+    return this.revalidating;
+  }
+
+  /** Drops the kernel's cached miss of `name` in a pinned directory, if it has one. */
+  private dropCachedMiss(dir: 'layers' | 'images', name: string): void {
+    const n = this.notify;
+    if (n === undefined) return;
+    const drop = invalidateEntry(n.fd, n[dir].nodeId, name).then(
+      () => undefined,
+      (err: unknown) => publish(chNotifyError, { mountPoint: this.opts.mountPoint, dir, name, error: String((err as Error)?.message ?? err) }),
+    );
+    this.revalidating = Promise.all([this.revalidating, drop]).then(() => undefined);
   }
 
   /**
@@ -250,6 +325,7 @@ export class ImgstreamFs {
     const base = this.allocInos(`layer:${d}`, content.index.entries.size);
     this.layers.set(d, new LayerView(d, content, base));
     if (options.localDir !== undefined) this.localDirs.set(d, resolvePath(options.localDir));
+    this.dropCachedMiss('layers', layerDirName(d));
     return true;
   }
 
@@ -295,6 +371,7 @@ export class ImgstreamFs {
     if (Buffer.byteLength(name) > 255) throw invalidOption('ref', 'the escaped image name is longer than 255 bytes');
     const ino = this.allocInos(`image:${name}`, 1 + layers.length);
     this.images.set(name, { ref, manifestDigest: md, name, layers, ino, addedMs: Date.now() });
+    this.dropCachedMiss('images', name);
     return `${this.opts.mountPoint}/images/${name}`;
   }
 
@@ -321,6 +398,15 @@ export class ImgstreamFs {
     for (const ac of this.inflight) ac.abort(reason);
     await Promise.all(warmers);
     await this.mounting?.catch(() => undefined);
+    await this.detach(force);
+  }
+
+  /** Unmounts (aborting the connection first); nothing when not mounted. */
+  private async detach(force: boolean): Promise<void> {
+    // the pinned directories would keep the mount busy
+    const pinned = this.notify;
+    this.notify = undefined;
+    if (pinned !== undefined) await Promise.all([pinned.layers.handle.close(), pinned.images.handle.close()]).catch(() => undefined);
     const fuse = this.fuse;
     if (fuse === undefined) return;
     const mountPoint = this.opts.mountPoint;
@@ -400,8 +486,11 @@ export class ImgstreamFs {
   private missing(layer: LayerView, path: string): number {
     for (let p = parentOf(path); ; p = parentOf(p)) {
       const node = layer.lookup(p);
-      if (node !== undefined) return node.entry.type === 'dir' ? Errno.ENOENT : Errno.ENOTDIR;
-      if (p === '') return Errno.ENOENT;
+      if (node !== undefined && node.entry.type !== 'dir') return Errno.ENOTDIR;
+      if (node !== undefined || p === '') {
+        this.opts.onAbsent?.(layer.digest, path);
+        return Errno.ENOENT;
+      }
     }
   }
 
@@ -468,7 +557,7 @@ export class ImgstreamFs {
       'kernel_cache',
       `entry_timeout=${sec}`,
       `attr_timeout=${sec}`,
-      'negative_timeout=0',
+      `negative_timeout=${(this.opts.negativeTimeoutMs / 1000).toString()}`,
       `max_read=${this.opts.maxReadBytes}`,
       `max_readahead=${this.opts.maxReadaheadBytes}`,
       `fsname=${this.opts.fsName}`,

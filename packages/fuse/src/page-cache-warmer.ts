@@ -8,6 +8,8 @@ export interface WarmStats {
   readonly bytes: number;
   /** Pieces that could not be read (missing file, EIO): the container reads them through FUSE later. */
   readonly errors: number;
+  /** Names looked up that are not there (see {@link PageCacheWarmer.lookUp}). */
+  readonly lookups: number;
   readonly durationMs: number;
 }
 
@@ -15,21 +17,24 @@ export interface WarmStats {
 // deadlock (synchronously) or could take every libuv pool thread the server needs (asynchronously).
 // It reads JSON lines [path, offset, length] from stdin and reads them through the kernel (page
 // cache) in LANES lanes at once (a file's pieces in one lane, in order; files go to lanes in turn),
-// so the kernel, libfuse's threads and the server work on several requests at a time; it prints
-// {files, bytes, errors} when stdin has ended and every lane is done.
+// so the kernel, libfuse's threads and the server work on several requests at a time. A line
+// [path] looks the path up (lstat; lookups go to lanes in turn). It prints {files, bytes, errors,
+// lookups} when stdin has ended and every lane is done.
 const READER = `
 const fs = require('node:fs');
 const LANES = Number(process.argv[1]) || 1;
 const lanes = Array.from({ length: LANES }, () => ({ queue: [], busy: false, fd: -1, path: '', buf: Buffer.allocUnsafe(131072) }));
 const laneOf = new Map();
-let nextLane = 0, pending = '', ended = false, printed = false, files = 0, bytes = 0, errors = 0;
+let nextLane = 0, pending = '', ended = false, printed = false, files = 0, bytes = 0, errors = 0, lookups = 0;
 const read = (fd, buf, length, pos) => new Promise((res, rej) => fs.read(fd, buf, 0, length, pos, (e, n) => (e ? rej(e) : res(n))));
+const lstat = (path) => new Promise((res) => fs.lstat(path, () => res()));
 const open = (path) => new Promise((res, rej) => fs.open(path, 'r', (e, fd) => (e ? rej(e) : res(fd))));
 function closeFd(lane) { if (lane.fd >= 0) fs.close(lane.fd, () => {}); lane.fd = -1; lane.path = ''; }
 async function run(lane) {
   lane.busy = true;
   while (lane.queue.length > 0) {
     const [path, offset, length] = lane.queue.shift();
+    if (offset === undefined) { await lstat(path); lookups++; continue; }
     try {
       if (path !== lane.path) { closeFd(lane); lane.fd = await open(path); lane.path = path; files++; }
       for (let pos = offset, end = offset + length; pos < end;) {
@@ -46,7 +51,7 @@ function finish() {
   if (!ended || printed || lanes.some((l) => l.busy)) return;
   printed = true;
   for (const l of lanes) closeFd(l);
-  process.stdout.write(JSON.stringify({ files, bytes, errors }));
+  process.stdout.write(JSON.stringify({ files, bytes, errors, lookups }));
 }
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (d) => {
@@ -56,7 +61,7 @@ process.stdin.on('data', (d) => {
     pending = pending.slice(i + 1);
     if (line === '') continue;
     const piece = JSON.parse(line);
-    let lane = laneOf.get(piece[0]);
+    let lane = piece.length === 1 ? lanes[nextLane++ % LANES] : laneOf.get(piece[0]);
     if (lane === undefined) { lane = lanes[nextLane++ % LANES]; laneOf.set(piece[0], lane); }
     lane.queue.push(piece);
     if (!lane.busy) void run(lane);
@@ -104,7 +109,7 @@ export class PageCacheWarmer {
     this.#child.stdin!.on('error', () => undefined); // the reader was stopped
     this.done = new Promise<WarmStats>((resolve) => {
       const finish = (): void => {
-        let stats = { files: 0, bytes: 0, errors: 0 };
+        let stats = { files: 0, bytes: 0, errors: 0, lookups: 0 };
         try {
           stats = JSON.parse(out) as typeof stats;
         } catch {
@@ -127,6 +132,22 @@ export class PageCacheWarmer {
     for (const p of pieces) {
       const path = this.#pathOf(layerDigest, p.path);
       if (path !== undefined && p.length > 0) lines += `${JSON.stringify([path, p.offset, p.length])}\n`;
+    }
+    if (lines !== '') this.#child.stdin!.write(lines);
+  }
+
+  /**
+   * Queues lookups of paths in a layer that are not there (a prefetch report's `absent`): on a
+   * mount that caches negative entries (`negativeTimeoutMs`), a container's own lookups of them
+   * then fail in the kernel without a FUSE request. Paths of layers the mount does not serve
+   * through FUSE are skipped. Ignored after {@link end} or {@link stop}.
+   */
+  lookUp(layerDigest: Digest, paths: readonly string[]): void {
+    if (this.#ended) return;
+    let lines = '';
+    for (const p of paths) {
+      const path = this.#pathOf(layerDigest, p);
+      if (path !== undefined) lines += `${JSON.stringify([path])}\n`;
     }
     if (lines !== '') this.#child.stdin!.write(lines);
   }
