@@ -32,6 +32,8 @@ import { tempDir, type Teardown } from '../helpers/tmp.ts';
 const FILES = 48;
 const FILE_BYTES = 96 * 1024;
 /** The start-up working set: every third file, read whole. */
+/** Paths the workload "looked up" in its layer and did not find. */
+const ABSENT = ['app/node_modules', 'app/mod0.bin.js', 'app/mod3.bin/index.js'];
 const WORKLOAD = Array.from({ length: FILES }, (_, i) => i).filter((i) => i % 3 === 0).map((i) => `app/mod${i}.bin`);
 
 async function setup(t: Teardown & { after(fn: () => unknown): void }) {
@@ -80,7 +82,11 @@ async function runWorkload(streamer: ImageStreamer, layers: StreamedLayer[], con
 async function recordOn(n: { prefetcher: ImagePrefetcher; streamer: ImageStreamer }, image: { ref: string; layerDigests: readonly string[] }, contents: Map<string, Buffer>): Promise<{ path: string; blocks: number }> {
   const recorded = new Promise<{ path: string; blocks: number }>((resolve) => n.prefetcher.on('recorded', resolve));
   await n.prefetcher.startImage(image.ref);
-  await runWorkload(n.streamer, await openAll(n.streamer, image.ref, image.layerDigests), contents);
+  const layers = await openAll(n.streamer, image.ref, image.layerDigests);
+  // what a FUSE server reports of the container's lookups in vain (onAbsent); a present path is not kept
+  const app = layers.find((l) => l.index.entries.has(WORKLOAD[0]!))!;
+  for (const path of [...ABSENT, ABSENT[0]!, WORKLOAD[0]!]) n.prefetcher.noteAbsent(app.digest, path);
+  await runWorkload(n.streamer, layers, contents);
   return recorded;
 }
 
@@ -253,6 +259,7 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
   const rec = await recordOn(a, image, contents);
   const report = parsePrefetchReport(await readFile(rec.path));
   assert.ok(report.pack !== undefined && report.files !== undefined, 'the report names a pack');
+  assert.deepEqual(report.absent?.map((a) => a.path), ABSENT, 'absent paths in first-lookup order, once each, present ones not kept');
   const packed = report.pack.members.reduce((n, m) => n + m.decodedSize, 0);
   const workload = WORKLOAD.reduce((n, p) => n + contents.get(p)!.byteLength, 0);
   // the ranges, widened to whole 96 KiB files: exactly the workload's bytes
@@ -265,7 +272,14 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
   const errors: unknown[] = [];
   b.prefetcher.on('error', (e) => errors.push(e));
   const warm: string[] = [];
-  b.prefetcher.on('files-loaded', (e) => warm.push(...e.pieces.map((p) => `${p.path}@${p.offset}+${p.length}`)));
+  const loadedLayers = new Set<string>();
+  b.prefetcher.on('files-loaded', (e) => {
+    loadedLayers.add(e.layerDigest);
+    warm.push(...e.pieces.map((p) => `${p.path}@${p.offset}+${p.length}`));
+  });
+  const absent: string[] = [];
+  // a layer's absent paths come after its first loaded files (marked `early:` otherwise)
+  b.prefetcher.on('absent-paths', (e) => absent.push(...e.paths.map((p) => (loadedLayers.has(e.layerDigest) ? p : `early:${p}`))));
   const start = await b.prefetcher.startImage(image.ref);
   assert.equal(start.mode, 'replay');
   assert.equal(start.firstBatchReady, true);
@@ -276,6 +290,7 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
   assert.equal(result.bytes, packed);
   // the page-cache warm-up is handed the pinned ranges as they arrive (here: the workload's files, whole)
   assert.deepEqual(warm.sort(), report.files.map((f) => `${f.path}@${f.offset}+${f.length}`).sort());
+  assert.deepEqual(absent, ABSENT, 'the absent paths are handed to the warm-up');
   await runWorkload(b.streamer, await openAll(b.streamer, image.ref, image.layerDigests), contents);
   assert.equal(b.fetches.length, 0, 'nothing was fetched from the registry: the pack was local');
   const { hits, misses } = start.replay!;

@@ -8,6 +8,8 @@ import {
   PrefetchRecorder,
   PrefetchReplay,
   PrefetchWarmupPlan,
+  MAX_PREFETCH_ABSENT_PATHS,
+  absentPathsByLayer,
   buildPrefetchReport,
   checkPrefetchReport,
   isImgstreamError,
@@ -282,4 +284,63 @@ test('replay: the first batch goes alone; the other batches start once it has se
   } finally {
     fetcher.close();
   }
+});
+
+test('prefetch report absent paths: first lookups in order, bounded, round-trip, validation; the recorder keeps paths its layers lack; the replay skips paths the index has', async () => {
+  const { blob, index } = await landmarkLayer();
+  const d = index.layerDigest;
+  const other = sha256Digest('other') as Digest;
+  const lookups = [
+    { layer: d, path: 'usr/lib/python3/os.py' },
+    { layer: d, path: 'usr/bin/node' },
+    { layer: d, path: 'usr/lib/python3/os.py' }, // repeat
+    { layer: other, path: 'x' }, // not a layer of the report
+    { layer: d, path: '../escape' }, // not a path in a layer
+    { layer: d, path: 'usr/bin/python' }, // present: a replay does not look it up
+  ];
+  const report = buildPrefetchReport(manifest, [reportLayerOf(index)], [{ layer: d, block: 0 }], new Date(0), undefined, lookups);
+  assert.deepEqual(report.absent, [
+    { layer: 0, path: 'usr/lib/python3/os.py' },
+    { layer: 0, path: 'usr/bin/node' },
+    { layer: 0, path: 'usr/bin/python' },
+  ]);
+  const bytes = serialisePrefetchReport(report);
+  assert.deepEqual(parsePrefetchReport(bytes), report);
+  assert.deepEqual([...absentPathsByLayer(report, new Map([[d, index]]))], [[d, ['usr/lib/python3/os.py', 'usr/bin/node']]]);
+  const edit = (absent: unknown) => {
+    const j = JSON.parse(new TextDecoder().decode(bytes)) as Record<string, unknown>;
+    j.absent = absent;
+    return new TextEncoder().encode(JSON.stringify(j));
+  };
+  assert.throws(() => parsePrefetchReport(edit([[0, 'a/../b']])), invalid(/absent 0: bad path/));
+  assert.throws(() => parsePrefetchReport(edit([[1, 'a']])), invalid(/absent 0: bad layer/));
+  assert.throws(() => parsePrefetchReport(edit([[0, 'a'], [0, 'a']])), invalid(/absent 1: listed twice/));
+  assert.throws(() => parsePrefetchReport(edit([[0, 'a', 1]])), invalid(/pair/));
+  assert.throws(() => parsePrefetchReport(edit('a')), invalid(/absent must be an array/));
+  assert.throws(() => parsePrefetchReport(edit(Array.from({ length: MAX_PREFETCH_ABSENT_PATHS + 1 }, (_, i) => [0, `p${i}`]))), invalid(/at most/));
+  // reports without absent paths (recorded before they existed, or none looked up)
+  assert.equal(buildPrefetchReport(manifest, [reportLayerOf(index)], [{ layer: d, block: 0 }], new Date(0), undefined, []).absent, undefined);
+  assert.equal(parsePrefetchReport(edit(undefined)).absent, undefined);
+  // the bound: the first MAX_PREFETCH_ABSENT_PATHS are kept
+  const many = Array.from({ length: MAX_PREFETCH_ABSENT_PATHS + 5 }, (_, i) => ({ layer: d, path: `m/${i}` }));
+  const bounded = buildPrefetchReport(manifest, [reportLayerOf(index)], [], new Date(0), undefined, many);
+  assert.equal(bounded.absent?.length, MAX_PREFETCH_ABSENT_PATHS);
+  assert.equal(bounded.absent?.[0]?.path, 'm/0');
+
+  // the recorder: lookups of its layers' missing paths, once each, until it stops
+  const fetcher = new BlockFetcher();
+  const recorder = new PrefetchRecorder({ fetcher, manifestDigest: manifest, layers: [index], quietMs: 100, recordMaxMs: 10_000 });
+  recorder.noteAbsent(d, 'usr/lib/node_modules');
+  recorder.noteAbsent(d, 'usr/bin/python'); // the layer has it
+  recorder.noteAbsent(other, 'usr/x');
+  recorder.noteAbsent(d, 'usr/lib/node_modules');
+  await fetcher.read({ index, reader: new BufferRangeReader(blob) }, index.entries.get('usr/lib/libc.so')!, 0, 10);
+  recorder.noteAbsent(d, 'etc/hosts');
+  const recorded = await recorder.done;
+  recorder.noteAbsent(d, 'after/stop');
+  assert.deepEqual(recorded.absent, [
+    { layer: 0, path: 'usr/lib/node_modules' },
+    { layer: 0, path: 'etc/hosts' },
+  ]);
+  fetcher.close();
 });

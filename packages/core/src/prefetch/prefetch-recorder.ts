@@ -3,7 +3,7 @@ import type { BlockFetcher, CacheLookupEvent, ReadEvent } from '../fetch/block-f
 import { defaults } from '../defaults.js';
 import { invalidOption } from '../errors.js';
 import type { LayerIndex } from '../index/model.js';
-import { buildPrefetchReport, reportLayerOf, type PrefetchReport } from './prefetch-report.js';
+import { buildPrefetchReport, MAX_PREFETCH_ABSENT_PATHS, reportLayerOf, type PrefetchReport } from './prefetch-report.js';
 
 /** File reads kept for the report's file ranges (they are joined per file when the report is built). */
 const MAX_FILE_READS = 1_000_000;
@@ -39,6 +39,8 @@ export class PrefetchRecorder {
   readonly #layers: Map<Digest, LayerIndex>;
   readonly #reads: Array<{ layer: Digest; block: number }> = [];
   readonly #fileReads: Array<{ layer: Digest; path: string; offset: number; length: number }> = [];
+  readonly #absent: Array<{ layer: Digest; path: string }> = [];
+  readonly #absentSeen = new Set<string>();
   readonly #quietMs: number;
   #quietTimer: NodeJS.Timeout | undefined;
   readonly #maxTimer: NodeJS.Timeout;
@@ -54,7 +56,7 @@ export class PrefetchRecorder {
     if (!(this.#quietMs > 0)) throw invalidOption('quietMs', 'must be positive');
     if (!(maxMs > 0)) throw invalidOption('recordMaxMs', 'must be positive');
     const stopped = new Promise<void>((resolve) => (this.#resolve = resolve));
-    this.done = stopped.then(() => buildPrefetchReport(options.manifestDigest, options.layers.map(reportLayerOf), this.#reads, new Date(), this.#fileReads));
+    this.done = stopped.then(() => buildPrefetchReport(options.manifestDigest, options.layers.map(reportLayerOf), this.#reads, new Date(), this.#fileReads, this.#absent));
     this.#fetcher.on('cache', this.#onCache);
     this.#fetcher.on('read', this.#onRead);
     this.#maxTimer = setTimeout(() => this.stop(), maxMs);
@@ -65,6 +67,19 @@ export class PrefetchRecorder {
   /** Block reads recorded so far (with repeats). */
   get reads(): number {
     return this.#reads.length;
+  }
+
+  /**
+   * Records a lookup of a path in one of the image's layers that the layer does not have (a FUSE
+   * server's `onAbsent`): the report's `absent`. Ignored for other layers, for paths the layer's
+   * index has, and once stopped.
+   */
+  noteAbsent(layer: Digest, path: string): void {
+    if (this.#stopped || this.#absent.length >= MAX_PREFETCH_ABSENT_PATHS || this.#layers.get(layer)?.entries.has(path) !== false) return;
+    const key = `${layer}\0${path}`;
+    if (this.#absentSeen.has(key)) return;
+    this.#absentSeen.add(key);
+    this.#absent.push({ layer, path });
   }
 
   /** Stops recording now; `done` resolves. Idempotent. */

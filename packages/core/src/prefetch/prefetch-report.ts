@@ -45,6 +45,22 @@ export interface PrefetchFileRange {
 }
 
 /**
+ * A path the start-up looked up in a layer and did not find (module resolution, a search of
+ * `PATH`): a replay looks it up through a mount that caches negative entries, so the container's
+ * own lookup of it is answered by the kernel (docs/prefetch.md).
+ */
+export interface PrefetchAbsentPath {
+  /** Position of the layer in {@link PrefetchReport.layers}. */
+  readonly layer: number;
+  /** The path in the layer. */
+  readonly path: string;
+}
+
+/** Most absent paths a report carries (also at most about 1 MiB of them serialised); a start-up that looked up more keeps its first ones. */
+export const MAX_PREFETCH_ABSENT_PATHS = 20_000;
+const MAX_ABSENT_JSON_BYTES = 1024 * 1024;
+
+/**
  * Most file ranges a report carries; a start-up that read more keeps its first ones (also at most
  * about 2 MiB of them serialised, so the report stays under {@link MAX_PREFETCH_REPORT_BYTES}).
  */
@@ -63,6 +79,8 @@ export interface PrefetchReport {
   readonly ranges: readonly PrefetchRange[];
   /** Optional: the file ranges read, in first-read order (reports recorded before it existed have none). */
   readonly files?: readonly PrefetchFileRange[];
+  /** Optional: the paths looked up in vain, in first-lookup order, no repeats (reports recorded before it existed have none). */
+  readonly absent?: readonly PrefetchAbsentPath[];
   /**
    * Optional: the pack of `files` (their bytes, compressed range by range), a second blob beside
    * the report; a replay that can read it fetches it instead of the blocks (docs/prefetch.md).
@@ -103,6 +121,7 @@ export function buildPrefetchReport(
   reads: Iterable<{ readonly layer: Digest; readonly block: number }>,
   createdAt: Date = new Date(),
   fileReads?: Iterable<{ readonly layer: Digest; readonly path: string; readonly offset: number; readonly length: number }>,
+  absentLookups?: Iterable<{ readonly layer: Digest; readonly path: string }>,
 ): PrefetchReport {
   const pos = new Map<Digest, number>(layers.map((l, i) => [l.digest, i]));
   const seen = new Set<string>();
@@ -117,8 +136,34 @@ export function buildPrefetchReport(
     if (last !== undefined && last.layer === layer && last.first + last.count === r.block) last.count++;
     else ranges.push({ layer, first: r.block, count: 1 });
   }
-  const report = { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: createdAt.toISOString(), layers: [...layers], ranges };
-  return fileReads === undefined ? report : { ...report, files: joinFileReads(pos, fileReads) };
+  const report: PrefetchReport = { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: createdAt.toISOString(), layers: [...layers], ranges };
+  const files = fileReads === undefined ? undefined : joinFileReads(pos, fileReads);
+  const absent = absentLookups === undefined ? undefined : firstAbsent(pos, absentLookups);
+  return { ...report, ...(files !== undefined ? { files } : {}), ...(absent !== undefined && absent.length > 0 ? { absent } : {}) };
+}
+
+/** Absent-path lookups in order -> the first lookup of each, within the report's bounds. */
+function firstAbsent(pos: ReadonlyMap<Digest, number>, lookups: Iterable<{ readonly layer: Digest; readonly path: string }>): PrefetchAbsentPath[] {
+  const out: PrefetchAbsentPath[] = [];
+  const seen = new Set<string>();
+  let jsonBytes = 0;
+  for (const l of lookups) {
+    const layer = pos.get(l.layer);
+    if (layer === undefined || !isLayerPath(l.path)) continue;
+    const key = `${layer}\0${l.path}`;
+    if (seen.has(key)) continue;
+    const size = Buffer.byteLength(l.path) + 16; // [layer,"path"], with room for escapes
+    if (out.length >= MAX_PREFETCH_ABSENT_PATHS || jsonBytes + size > MAX_ABSENT_JSON_BYTES) break;
+    seen.add(key);
+    jsonBytes += size;
+    out.push({ layer, path: l.path });
+  }
+  return out;
+}
+
+/** A relative path in a layer: no empty, `.` or `..` component, no NUL, at most 4096 characters. */
+function isLayerPath(path: unknown): path is string {
+  return typeof path === 'string' && path !== '' && path.length <= 4096 && !path.startsWith('/') && !path.includes('\0') && !path.split('/').some((p) => p === '' || p === '.' || p === '..');
 }
 
 /**
@@ -175,6 +220,7 @@ export function serialisePrefetchReport(report: PrefetchReport): Uint8Array {
     layers: report.layers.map((l) => ({ digest: l.digest, format: l.format, indexId: l.indexId, blocks: l.blocks })),
     ranges: report.ranges.map((r) => [r.layer, r.first, r.count]),
     ...(report.files !== undefined ? { files: report.files.map((f) => [f.layer, f.path, f.offset, f.length]) } : {}),
+    ...(report.absent !== undefined ? { absent: report.absent.map((a) => [a.layer, a.path]) } : {}),
     ...(report.pack !== undefined
       ? { pack: { digest: report.pack.digest, size: report.pack.size, align: report.pack.align, extend: report.pack.extend, piece: report.pack.piece, members: report.pack.members.map((m) => [m.compressedSize, m.decodedSize, m.digest]) } }
       : {}),
@@ -226,7 +272,8 @@ export function parsePrefetchReport(bytes: Uint8Array): PrefetchReport {
     }
     return { layer, first, count };
   });
-  const report = { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: o.createdAt, layers, ranges };
+  const absent = parseAbsent(o.absent, layers.length, manifestDigest);
+  const report = { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: o.createdAt, layers, ranges, ...(absent !== undefined ? { absent } : {}) };
   if (o.files === undefined) {
     if (o.pack !== undefined) throw bad('a pack without files', manifestDigest);
     return report;
@@ -236,15 +283,46 @@ export function parsePrefetchReport(bytes: Uint8Array): PrefetchReport {
     if (!Array.isArray(f) || f.length !== 4) throw bad(`file ${i}: not a [layer, path, offset, length] quadruple`, manifestDigest);
     const [layer, path, offset, length] = f as unknown[];
     if (!isCount(layer, 0) || layer >= layers.length) throw bad(`file ${i}: bad layer`, manifestDigest);
-    if (typeof path !== 'string' || path === '' || path.length > 4096 || path.startsWith('/') || path.split('/').some((p) => p === '' || p === '.' || p === '..') || path.includes('\0')) {
-      throw bad(`file ${i}: bad path`, manifestDigest);
-    }
+    if (!isLayerPath(path)) throw bad(`file ${i}: bad path`, manifestDigest);
     if (!isCount(offset, 0) || !isCount(length, 1)) throw bad(`file ${i}: bad range`, manifestDigest);
     return { layer, path, offset, length };
   });
   if (o.pack === undefined) return { ...report, files };
   const pack = parsePack(o.pack, manifestDigest);
   return { ...report, files, pack };
+}
+
+function parseAbsent(value: unknown, layers: number, manifestDigest: Digest): PrefetchAbsentPath[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length > MAX_PREFETCH_ABSENT_PATHS) throw bad(`absent must be an array of at most ${MAX_PREFETCH_ABSENT_PATHS}`, manifestDigest);
+  const seen = new Set<string>();
+  return value.map((a: unknown, i) => {
+    if (!Array.isArray(a) || a.length !== 2) throw bad(`absent ${i}: not a [layer, path] pair`, manifestDigest);
+    const [layer, path] = a as unknown[];
+    if (!isCount(layer, 0) || layer >= layers) throw bad(`absent ${i}: bad layer`, manifestDigest);
+    if (!isLayerPath(path)) throw bad(`absent ${i}: bad path`, manifestDigest);
+    const key = `${layer}\0${path}`;
+    if (seen.has(key)) throw bad(`absent ${i}: listed twice`, manifestDigest);
+    seen.add(key);
+    return { layer, path };
+  });
+}
+
+/**
+ * The absent paths of a report per layer digest, in report order, without those the layer's index
+ * has (a report that says otherwise is wrong about them; they are not looked up).
+ */
+export function absentPathsByLayer(report: PrefetchReport, indexes: ReadonlyMap<Digest, LayerIndex>): Map<Digest, string[]> {
+  const out = new Map<Digest, string[]>();
+  for (const a of report.absent ?? []) {
+    const digest = report.layers[a.layer]!.digest;
+    const index = indexes.get(digest);
+    if (index === undefined || index.entries.has(a.path)) continue;
+    const paths = out.get(digest) ?? [];
+    paths.push(a.path);
+    out.set(digest, paths);
+  }
+  return out;
 }
 
 function parsePack(value: unknown, manifestDigest: Digest): PrefetchPackDescriptor {

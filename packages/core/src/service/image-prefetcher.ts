@@ -8,7 +8,7 @@ import type { FetchLayer } from '../fetch/block-fetcher.js';
 import type { LayerIndex } from '../index/model.js';
 import { fetchPrefetchReport, pushPrefetchReport } from '../prefetch/prefetch-artifact.js';
 import { PrefetchRecorder } from '../prefetch/prefetch-recorder.js';
-import { buildPrefetchReport, checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
+import { absentPathsByLayer, buildPrefetchReport, checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
 import { PrefetchReportStore } from '../prefetch/prefetch-report-store.js';
 import { PrefetchReplay, type PrefetchReplayResult } from '../prefetch/prefetch-replay.js';
 import { packMemberRanges, packPrefetchReport, PackReadAhead, packWarmupPieces, reportPackRanges, type PackFileRange } from '../prefetch/prefetch-pack.js';
@@ -64,6 +64,13 @@ export interface ImagePrefetcherEvents {
    * hit the page cache (page-cache warm-up).
    */
   'files-loaded': (event: { imageRef: string; manifestDigest: Digest; layerDigest: Digest; pieces: readonly FilePiece[] }) => void;
+  /**
+   * Paths of a layer that a replayed report says the start-up looked up in vain (its `absent`),
+   * in report order: a FUSE server looks them up through a mount that caches negative entries,
+   * so the container's own lookups are answered by the kernel. Emitted once per layer, after its
+   * first `files-loaded` (or when the replay ends, for a layer that had none).
+   */
+  'absent-paths': (event: { imageRef: string; manifestDigest: Digest; layerDigest: Digest; paths: readonly string[] }) => void;
   /** Hit/miss counts of a replay, final (reported when the image's recording window ends). */
   'replay-stats': (event: { imageRef: string; manifestDigest: Digest; hits: number; misses: number }) => void;
   /** A report was recorded and stored. */
@@ -102,6 +109,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
   readonly #pendingStores = new Set<Promise<void>>();
   /** layer digest -> recordings in progress that read it */
   readonly #recording = new Map<Digest, Set<Promise<unknown>>>();
+  readonly #recorders = new Set<PrefetchRecorder>();
   /** Report lookups started by {@link lookahead}, not taken by a start yet (manifest digest ->). */
   readonly #lookups = new Map<Digest, { found: Promise<FoundReport>; timer: NodeJS.Timeout }>();
   readonly #onResolved = (e: { imageRef: string; manifestDigest: Digest }): void => this.lookahead(e.imageRef, e.manifestDigest);
@@ -193,6 +201,14 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
   }
 
   /**
+   * A lookup of `path` in a layer that the layer does not have (a FUSE server's `onAbsent`):
+   * recordings in progress of images with that layer keep it for their report's `absent`.
+   */
+  noteAbsent(layerDigest: Digest, path: string): void {
+    for (const r of this.#recorders) r.noteAbsent(layerDigest, path);
+  }
+
+  /**
    * Stops replays in progress, and recordings in progress, storing what they recorded (a report
    * with at least one block). Resolves when those reports are written. Idempotent.
    */
@@ -263,6 +279,13 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       void stored.finally(() => this.#pendingStores.delete(stored));
     }
     const fetchLayers = new Map<Digest, FetchLayer>(layers.map((l) => [l.digest, l]));
+    const absent = absentPathsByLayer(report, indexes);
+    const emitAbsent = (layerDigest: Digest): void => {
+      const paths = absent.get(layerDigest);
+      if (paths === undefined) return;
+      absent.delete(layerDigest);
+      this.emit('absent-paths', { imageRef, manifestDigest, layerDigest, paths });
+    };
     const blockReplay = (of: PrefetchReport): PrefetchReplay => {
       const r = new PrefetchReplay({
         fetcher: this.#streamer.fetcher,
@@ -274,7 +297,10 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
         signal: this.#controller.signal,
         onLoaded: (layerDigest, blocks) => {
           const pieces = warmup?.loaded(layerDigest, blocks) ?? [];
-          if (pieces.length > 0) this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces });
+          if (pieces.length > 0) {
+            this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces });
+            emitAbsent(layerDigest);
+          }
         },
       });
       // built before the replay's first batch can settle (that takes a fetch at least)
@@ -299,7 +325,10 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
         signal: this.#controller.signal,
         onPinned: (layerDigest, pieces) => {
           const warm = warmup(layerDigest, pieces);
-          if (warm.length > 0) this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces: warm });
+          if (warm.length > 0) {
+            this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces: warm });
+            emitAbsent(layerDigest);
+          }
         },
       });
       replay = packReplay;
@@ -318,6 +347,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       replay = blockReplay(report);
     }
     void replay.done.then((result) => {
+      for (const layerDigest of [...absent.keys()]) emitAbsent(layerDigest);
       const event = { imageRef, manifestDigest, result, hits: replay.hits, misses: replay.misses };
       publish(diag.replayed, event);
       this.emit('replayed', event);
@@ -353,6 +383,8 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       signal: this.#controller.signal,
     });
     const done = recorder.done;
+    this.#recorders.add(recorder);
+    void done.finally(() => this.#recorders.delete(recorder));
     for (const l of layers) {
       const set = this.#recording.get(l.digest) ?? new Set();
       set.add(done);
