@@ -5,6 +5,8 @@ import { defaults, invalidOption } from '@imgstream/core';
 /** The resolved configuration of both processes (flags override the --config file). */
 export interface DaemonConfig {
   mountPoint: string;
+  /** How long the kernel caches a lookup of a missing name on the mounts, ms (0: not cached). */
+  fuseNegativeTimeoutMs: number;
   /** The snapshotter's gRPC socket (containerd's proxy plugin address). */
   socket: string;
   /** The FUSE server's control socket (HTTP/JSON), used by the snapshotter. */
@@ -107,6 +109,14 @@ export function parseDurationMs(v: string): number {
 const e = defaults.engine;
 export const FLAGS: readonly FlagSpec[] = [
   { flag: 'mount_point', key: 'mountPoint', help: 'where the FUSE filesystem is mounted', def: defaults.fuse.mountPoint, parse: str },
+  {
+    flag: 'fuse_negative_timeout',
+    key: 'fuseNegativeTimeoutMs',
+    help: "how long the kernel caches a lookup of a name a layer does not have (module resolution's misses); the prefetch replay looks up a start-up's misses ahead of the container (0 disables both)",
+    def: 3_600_000,
+    parse: parseDurationMs,
+    shown: '1h',
+  },
   { flag: 'socket', key: 'socket', help: "the snapshotter's gRPC socket (containerd proxy_plugins address)", def: '/run/imgstream/snapshotter.sock', parse: str },
   { flag: 'control_socket', key: 'controlSocket', help: 'the control socket between the snapshotter and the FUSE server', def: '/run/imgstream/control.sock', parse: str },
   { flag: 'snapshotter_root', key: 'snapshotterRoot', help: 'snapshot metadata and directories', def: defaults.snapshotter.rootDir, parse: str },

@@ -37,8 +37,12 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
   // Every layer is under fs (and its images/ view). Layers without xattrs or opaque dirs (most)
   // are also under plainFs, a mount without xattrs, and containers get them from there: the kernel
   // never asks it for xattrs, while overlayfs asks a lower dir for several on every lookup.
-  const fs = new ImgstreamFs({ mountPoint: config.mountPoint });
-  const plainFs = new ImgstreamFs({ mountPoint: noXattrMountPoint(config.mountPoint), fsName: 'imgstream-noxattr', xattrs: false });
+  // lookups in vain under a layer go to the prefetcher's recordings (a report's `absent`)
+  let prefetcher: ImagePrefetcher | undefined;
+  const onAbsent = (layer: Digest, path: string): void => prefetcher?.noteAbsent(layer, path);
+  const negativeTimeoutMs = config.fuseNegativeTimeoutMs;
+  const fs = new ImgstreamFs({ mountPoint: config.mountPoint, negativeTimeoutMs, onAbsent });
+  const plainFs = new ImgstreamFs({ mountPoint: noXattrMountPoint(config.mountPoint), fsName: 'imgstream-noxattr', xattrs: false, negativeTimeoutMs, onAbsent });
   await fs.mount();
   try {
     await plainFs.mount();
@@ -59,7 +63,7 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
   const setLocalDir = (digest: Digest, dir: string): void => {
     for (const m of [fs, plainFs]) if (m.mounted && m.listLayers().includes(digest)) m.setLayerLocalDir(digest, dir);
   };
-  const prefetcher = config.enablePrefetching
+  prefetcher = config.enablePrefetching
     ? new ImagePrefetcher({
         streamer,
         store: new PrefetchReportStore({ dir: config.prefetchReportDir }),
@@ -108,6 +112,8 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
       const pieces = e.pieces.filter((p) => warmed(e.layerDigest, p.path));
       if (pieces.length > 0) warmerFor(e.manifestDigest, e.layerDigest)?.add(e.layerDigest, pieces);
     });
+    // the start-up's lookups in vain, looked up ahead of the container: the kernel caches the misses
+    if (negativeTimeoutMs > 0) prefetcher?.on('absent-paths', (e) => warmerFor(e.manifestDigest, e.layerDigest)?.lookUp(e.layerDigest, e.paths));
     prefetcher?.on('replayed', (e) => {
       const perMount = warmers.get(e.manifestDigest);
       if (perMount === undefined) return;
@@ -118,6 +124,7 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
             image: e.imageRef,
             files: all.reduce((n, w) => n + w.files, 0),
             bytes: all.reduce((n, w) => n + w.bytes, 0),
+            lookups: all.reduce((n, w) => n + w.lookups, 0),
             errors: all.reduce((n, w) => n + w.errors, 0),
             durationMs: Math.round(Math.max(...all.map((w) => w.durationMs))),
           },
@@ -172,6 +179,8 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
       const layer = await streamer.openLayer(req);
       const digest = layer.digest;
       showLayer(layer);
+      // a cached miss of the layer's directory (looked up before it was shown) is dropped first
+      await Promise.all(mountsOf(layer).map((m) => m.visible()));
       if (!imagesAdded.has(layer.imageKey)) {
         imagesAdded.add(layer.imageKey);
         log.info({ image: req.imageRef, manifest: layer.manifestDigest, layers: layer.imageLayers.length }, 'image is backed by image streaming');
