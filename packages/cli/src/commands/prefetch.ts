@@ -50,7 +50,9 @@ export function prefetchCommand(): Command {
       });
       const dir = await mkdtemp(join(tmpdir(), 'imgstream-prefetch-'));
       const streamer = new ImageStreamer({ registry: client, layerCacheDir: join(dir, 'layers'), imagesInUsePath: join(dir, 'in-use.json'), backgroundDownloads: false });
-      const fs = new ImgstreamFs({ mountPoint: join(dir, 'mnt') });
+      let recorder: PrefetchRecorder | undefined;
+      // the command's lookups of names a layer does not have: the report's `absent`
+      const fs = new ImgstreamFs({ mountPoint: join(dir, 'mnt'), onAbsent: (layer, path) => recorder?.noteAbsent(layer, path) });
       const merged = join(dir, 'merged');
       let overlay = false;
       try {
@@ -64,7 +66,7 @@ export function prefetchCommand(): Command {
         const lower = layers.map((l) => fs.layerPath(l.digest)).reverse().join(':');
         await exec('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, merged]);
         overlay = true;
-        const recorder = new PrefetchRecorder({
+        recorder = new PrefetchRecorder({
           fetcher: streamer.fetcher,
           manifestDigest: image.digest,
           layers: layers.map((l) => l.index),
@@ -84,7 +86,7 @@ export function prefetchCommand(): Command {
         recorder.stop();
         const report = await recorder.done;
         const blocks = report.ranges.reduce((n, r) => n + r.count, 0);
-        process.stderr.write(`imgstream: recorded ${blocks} blocks in ${report.ranges.length} ranges of ${report.layers.length} layers (command ${first === 'quiet' ? 'stopped after going quiet' : `exited ${code}`})\n`);
+        process.stderr.write(`imgstream: recorded ${blocks} blocks in ${report.ranges.length} ranges of ${report.layers.length} layers, ${report.absent?.length ?? 0} absent paths (command ${first === 'quiet' ? 'stopped after going quiet' : `exited ${code}`})\n`);
         if (flags.output !== undefined) await writeFile(flags.output, serialisePrefetchReport(report));
         if (flags.push === true) {
           // pushed with its pack: a replay then fetches the file ranges alone, not the blocks around them
