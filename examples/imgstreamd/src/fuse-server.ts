@@ -34,13 +34,24 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
     downloadMaxDeferMs: config.downloadMaxDeferMs,
   });
   await streamer.ready();
+  const prefetcher = config.enablePrefetching
+    ? new ImagePrefetcher({
+        streamer,
+        store: new PrefetchReportStore({ dir: config.prefetchReportDir }),
+        quietMs: config.prefetchQuietMs,
+        recordMaxMs: config.prefetchRecordMaxMs,
+        budgetBytes: config.prefetchBudgetBytes,
+        waitMs: config.prefetchWaitMs,
+        pushReports: config.prefetchPush,
+        packs: config.prefetchPacks,
+      })
+    : undefined;
+  // lookups in vain under a layer go to the prefetcher's recordings (a report's `absent`)
+  const onAbsent = (layer: Digest, path: string): void => prefetcher?.noteAbsent(layer, path);
+  const negativeTimeoutMs = config.fuseNegativeTimeoutMs;
   // Every layer is under fs (and its images/ view). Layers without xattrs or opaque dirs (most)
   // are also under plainFs, a mount without xattrs, and containers get them from there: the kernel
   // never asks it for xattrs, while overlayfs asks a lower dir for several on every lookup.
-  // lookups in vain under a layer go to the prefetcher's recordings (a report's `absent`)
-  let prefetcher: ImagePrefetcher | undefined;
-  const onAbsent = (layer: Digest, path: string): void => prefetcher?.noteAbsent(layer, path);
-  const negativeTimeoutMs = config.fuseNegativeTimeoutMs;
   const fs = new ImgstreamFs({ mountPoint: config.mountPoint, negativeTimeoutMs, onAbsent });
   const plainFs = new ImgstreamFs({ mountPoint: noXattrMountPoint(config.mountPoint), fsName: 'imgstream-noxattr', xattrs: false, negativeTimeoutMs, onAbsent });
   await fs.mount();
@@ -63,18 +74,6 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
   const setLocalDir = (digest: Digest, dir: string): void => {
     for (const m of [fs, plainFs]) if (m.mounted && m.listLayers().includes(digest)) m.setLayerLocalDir(digest, dir);
   };
-  prefetcher = config.enablePrefetching
-    ? new ImagePrefetcher({
-        streamer,
-        store: new PrefetchReportStore({ dir: config.prefetchReportDir }),
-        quietMs: config.prefetchQuietMs,
-        recordMaxMs: config.prefetchRecordMaxMs,
-        budgetBytes: config.prefetchBudgetBytes,
-        waitMs: config.prefetchWaitMs,
-        pushReports: config.prefetchPush,
-        packs: config.prefetchPacks,
-      })
-    : undefined;
   prefetcher?.on('report', (e) => {
     if (e.status === 'stale') log.warn({ image: e.imageRef, manifest: e.manifestDigest, reason: e.reason }, 'prefetch report ignored (corrupt or stale); recording a new one');
     else log.info({ image: e.imageRef, manifest: e.manifestDigest, status: e.status, source: e.source }, e.status === 'found' ? 'prefetch report found: fetching the start-up working set first' : 'no prefetch report: recording this start');
