@@ -278,7 +278,7 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
     warm.push(...e.pieces.map((p) => `${p.path}@${p.offset}+${p.length}`));
   });
   const absent: string[] = [];
-  // a layer's absent paths come after its first loaded files (marked `early:` otherwise)
+  // a layer's absent paths come when the replay ends, after its loaded files (marked `early:` otherwise)
   b.prefetcher.on('absent-paths', (e) => absent.push(...e.paths.map((p) => (loadedLayers.has(e.layerDigest) ? p : `early:${p}`))));
   const start = await b.prefetcher.startImage(image.ref);
   assert.equal(start.mode, 'replay');

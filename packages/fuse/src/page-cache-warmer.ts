@@ -18,14 +18,17 @@ export interface WarmStats {
 // It reads JSON lines [path, offset, length] from stdin and reads them through the kernel (page
 // cache) in LANES lanes at once (a file's pieces in one lane, in order; files go to lanes in turn),
 // so the kernel, libfuse's threads and the server work on several requests at a time. A line
-// [path] looks the path up (lstat; lookups go to lanes in turn). It prints {files, bytes, errors,
+// [path] looks the path up (lstat) in one of 2 lanes of their own, so lookups (one small request
+// each) do not wait behind file reads. It prints {files, bytes, errors,
 // lookups} when stdin has ended and every lane is done.
 const READER = `
 const fs = require('node:fs');
 const LANES = Number(process.argv[1]) || 1;
 const lanes = Array.from({ length: LANES }, () => ({ queue: [], busy: false, fd: -1, path: '', buf: Buffer.allocUnsafe(131072) }));
+const LOOKUP_LANES = 2;
+const lookupLanes = Array.from({ length: LOOKUP_LANES }, () => ({ queue: [], busy: false, fd: -1, path: '' }));
 const laneOf = new Map();
-let nextLane = 0, pending = '', ended = false, printed = false, files = 0, bytes = 0, errors = 0, lookups = 0;
+let nextLane = 0, nextLookup = 0, pending = '', ended = false, printed = false, files = 0, bytes = 0, errors = 0, lookups = 0;
 const read = (fd, buf, length, pos) => new Promise((res, rej) => fs.read(fd, buf, 0, length, pos, (e, n) => (e ? rej(e) : res(n))));
 const lstat = (path) => new Promise((res) => fs.lstat(path, () => res()));
 const open = (path) => new Promise((res, rej) => fs.open(path, 'r', (e, fd) => (e ? rej(e) : res(fd))));
@@ -48,7 +51,7 @@ async function run(lane) {
   finish();
 }
 function finish() {
-  if (!ended || printed || lanes.some((l) => l.busy)) return;
+  if (!ended || printed || lanes.some((l) => l.busy) || lookupLanes.some((l) => l.busy)) return;
   printed = true;
   for (const l of lanes) closeFd(l);
   process.stdout.write(JSON.stringify({ files, bytes, errors, lookups }));
@@ -61,7 +64,7 @@ process.stdin.on('data', (d) => {
     pending = pending.slice(i + 1);
     if (line === '') continue;
     const piece = JSON.parse(line);
-    let lane = piece.length === 1 ? lanes[nextLane++ % LANES] : laneOf.get(piece[0]);
+    let lane = piece.length === 1 ? lookupLanes[nextLookup++ % LOOKUP_LANES] : laneOf.get(piece[0]);
     if (lane === undefined) { lane = lanes[nextLane++ % LANES]; laneOf.set(piece[0], lane); }
     lane.queue.push(piece);
     if (!lane.busy) void run(lane);

@@ -67,8 +67,8 @@ export interface ImagePrefetcherEvents {
   /**
    * Paths of a layer that a replayed report says the start-up looked up in vain (its `absent`),
    * in report order: a FUSE server looks them up through a mount that caches negative entries,
-   * so the container's own lookups are answered by the kernel. Emitted once per layer, after its
-   * first `files-loaded` (or when the replay ends, for a layer that had none).
+   * so the container's own lookups are answered by the kernel. Emitted for each layer that has
+   * some when the replay ends (after every `files-loaded` of it, before `replayed`).
    */
   'absent-paths': (event: { imageRef: string; manifestDigest: Digest; layerDigest: Digest; paths: readonly string[] }) => void;
   /** Hit/miss counts of a replay, final (reported when the image's recording window ends). */
@@ -279,13 +279,6 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       void stored.finally(() => this.#pendingStores.delete(stored));
     }
     const fetchLayers = new Map<Digest, FetchLayer>(layers.map((l) => [l.digest, l]));
-    const absent = absentPathsByLayer(report, indexes);
-    const emitAbsent = (layerDigest: Digest): void => {
-      const paths = absent.get(layerDigest);
-      if (paths === undefined) return;
-      absent.delete(layerDigest);
-      this.emit('absent-paths', { imageRef, manifestDigest, layerDigest, paths });
-    };
     const blockReplay = (of: PrefetchReport): PrefetchReplay => {
       const r = new PrefetchReplay({
         fetcher: this.#streamer.fetcher,
@@ -297,10 +290,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
         signal: this.#controller.signal,
         onLoaded: (layerDigest, blocks) => {
           const pieces = warmup?.loaded(layerDigest, blocks) ?? [];
-          if (pieces.length > 0) {
-            this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces });
-            emitAbsent(layerDigest);
-          }
+          if (pieces.length > 0) this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces });
         },
       });
       // built before the replay's first batch can settle (that takes a fetch at least)
@@ -325,10 +315,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
         signal: this.#controller.signal,
         onPinned: (layerDigest, pieces) => {
           const warm = warmup(layerDigest, pieces);
-          if (warm.length > 0) {
-            this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces: warm });
-            emitAbsent(layerDigest);
-          }
+          if (warm.length > 0) this.emit('files-loaded', { imageRef, manifestDigest, layerDigest, pieces: warm });
         },
       });
       replay = packReplay;
@@ -347,7 +334,8 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
       replay = blockReplay(report);
     }
     void replay.done.then((result) => {
-      for (const layerDigest of [...absent.keys()]) emitAbsent(layerDigest);
+      // after the replay, which is what the pull waits on: the lookups keep off the pull
+      for (const [layerDigest, paths] of absentPathsByLayer(report, indexes)) this.emit('absent-paths', { imageRef, manifestDigest, layerDigest, paths });
       const event = { imageRef, manifestDigest, result, hits: replay.hits, misses: replay.misses };
       publish(diag.replayed, event);
       this.emit('replayed', event);
