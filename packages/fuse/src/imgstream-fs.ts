@@ -123,6 +123,7 @@ const IMAGES_INO = 3;
 const FIRST_DYNAMIC_INO = 16;
 const MAX_INO = 0xffff_ffff;
 const MAX_REMOVED_LAYERS = 16;
+const MAX_MISSED_NAMES = 4096;
 
 const chMount = channel('fuse:mount');
 const chUnmount = channel('fuse:unmount');
@@ -158,6 +159,12 @@ export class ImgstreamFs {
   private notify: { fd: number; layers: PinnedDirectory; images: PinnedDirectory } | undefined;
   /** Drops of cached misses in progress (see {@link visible}). */
   private revalidating: Promise<void> = Promise.resolve();
+  /**
+   * With negative entries: names in `layers/` (layer directory names only) and `images/` that a
+   * lookup was answered ENOENT for, so the kernel may have cached the miss; adding one drops it.
+   * Past {@link MAX_MISSED_NAMES} every add drops (`overflow`).
+   */
+  private readonly missed = { layers: new Set<string>(), images: new Set<string>(), overflow: false };
   private mounting: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
   private closed = false;
@@ -297,10 +304,18 @@ export class ImgstreamFs {
     return this.revalidating;
   }
 
-  /** Drops the kernel's cached miss of `name` in a pinned directory, if it has one. */
+  /** Notes a lookup of a missing name in `layers/` or `images/` (the kernel may cache the miss). */
+  private noteMissed(dir: 'layers' | 'images', name: string): void {
+    if (this.notify === undefined || this.missed.overflow) return;
+    const set = this.missed[dir];
+    if (set.size >= MAX_MISSED_NAMES) this.missed.overflow = true;
+    else set.add(name);
+  }
+
+  /** Drops the kernel's cached miss of `name` in a pinned directory, if a lookup may have left one. */
   private dropCachedMiss(dir: 'layers' | 'images', name: string): void {
     const n = this.notify;
-    if (n === undefined) return;
+    if (n === undefined || (!this.missed[dir].delete(name) && !this.missed.overflow)) return;
     const drop = invalidateEntry(n.fd, n[dir].nodeId, name).then(
       () => undefined,
       (err: unknown) => publish(chNotifyError, { mountPoint: this.opts.mountPoint, dir, name, error: String((err as Error)?.message ?? err) }),
@@ -460,7 +475,10 @@ export class ImgstreamFs {
       const dirName = slash < 0 ? rest : rest.slice(0, slash);
       const digest = parseLayerDirName(dirName);
       const layer = digest === undefined ? undefined : (this.layers.get(digest) ?? (removed ? this.removed.get(digest) : undefined));
-      if (layer === undefined) return Errno.ENOENT;
+      if (layer === undefined) {
+        if (digest !== undefined && !removed) this.noteMissed('layers', dirName);
+        return Errno.ENOENT;
+      }
       const inner = slash < 0 ? '' : rest.slice(slash + 1);
       const node = layer.lookup(inner);
       if (node === undefined) return this.missing(layer, inner);
@@ -469,8 +487,12 @@ export class ImgstreamFs {
     if (top === 'images') {
       if (rest === '') return { kind: 'images' };
       const slash = rest.indexOf('/');
-      const image = this.images.get(slash < 0 ? rest : rest.slice(0, slash));
-      if (image === undefined) return Errno.ENOENT;
+      const imageName = slash < 0 ? rest : rest.slice(0, slash);
+      const image = this.images.get(imageName);
+      if (image === undefined) {
+        this.noteMissed('images', imageName);
+        return Errno.ENOENT;
+      }
       if (slash < 0) return { kind: 'image', image };
       const n = rest.slice(slash + 1);
       if (!/^(0|[1-9][0-9]*)$/.test(n)) return n.includes('/') && /^[0-9]+\//.test(n) ? Errno.ENOTDIR : Errno.ENOENT;
