@@ -303,6 +303,21 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
   assert.equal(b.streamer.fetcher.pinned.size, 0);
   await runWorkload(b.streamer, await openAll(b.streamer, image.ref, image.layerDigests), contents);
 
+  // a container of the image starting (the snapshotter asks for its lower dirs) while the replay
+  // runs: the absent paths are handed out then, once, not when the replay ends
+  const c = await node(t, client, reportDir);
+  const order: string[] = [];
+  c.prefetcher.on('files-loaded', () => {
+    if (order.length > 0) return;
+    order.push('files-loaded');
+    c.prefetcher.containerStarting(image.manifestDigest as Digest);
+    order.push('containerStarting returned');
+  });
+  c.prefetcher.on('absent-paths', (e) => order.push(`absent-paths ${e.paths.join(',')}`));
+  c.prefetcher.on('replayed', () => order.push('replayed'));
+  await (await c.prefetcher.startImage(image.ref)).replay!.done;
+  assert.deepEqual(order, ['files-loaded', `absent-paths ${ABSENT.join(',')}`, 'containerStarting returned', 'replayed']);
+
   // a report stored over it without that pack, or deleted, takes its pack file along
   const store = a.prefetcher.store;
   const packPath = store.packPathOf(report.pack);

@@ -207,6 +207,8 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
       if (state.localDir !== undefined) return { dir: state.localDir, local: true };
       const opened = await attach(req);
       if (!opened.remote) throw Object.assign(new Error(`layer ${req.layerDigest} cannot be streamed any more: ${opened.reason}`), { code: opened.code });
+      // a container of the image is being created: its start-up's lookups in vain are looked up now
+      prefetcher?.containerStarting(opened.manifestDigest as Digest);
       return { dir: opened.dir, local: false };
     },
     async releaseImage({ imageKey }) {

@@ -68,7 +68,8 @@ export interface ImagePrefetcherEvents {
    * Paths of a layer that a replayed report says the start-up looked up in vain (its `absent`),
    * in report order: a FUSE server looks them up through a mount that caches negative entries,
    * so the container's own lookups are answered by the kernel. Emitted for each layer that has
-   * some when the replay ends (after every `files-loaded` of it, before `replayed`).
+   * some when {@link ImagePrefetcher.containerStarting} is called for the image or the replay
+   * ends (then after every `files-loaded`, before `replayed`), whichever comes first.
    */
   'absent-paths': (event: { imageRef: string; manifestDigest: Digest; layerDigest: Digest; paths: readonly string[] }) => void;
   /** Hit/miss counts of a replay, final (reported when the image's recording window ends). */
@@ -110,6 +111,8 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
   /** layer digest -> recordings in progress that read it */
   readonly #recording = new Map<Digest, Set<Promise<unknown>>>();
   readonly #recorders = new Set<PrefetchRecorder>();
+  /** Replays whose absent paths are not handed out yet (manifest digest -> hands them out). */
+  readonly #absentPending = new Map<Digest, () => void>();
   /** Report lookups started by {@link lookahead}, not taken by a start yet (manifest digest ->). */
   readonly #lookups = new Map<Digest, { found: Promise<FoundReport>; timer: NodeJS.Timeout }>();
   readonly #onResolved = (e: { imageRef: string; manifestDigest: Digest }): void => this.lookahead(e.imageRef, e.manifestDigest);
@@ -201,6 +204,15 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
   }
 
   /**
+   * The image's container is being created (a snapshotter asked for its lower directories): the
+   * pull is over, so a replay still in progress hands out its report's absent paths now
+   * (`absent-paths`) instead of when it ends, and the lookups come before the container's own.
+   */
+  containerStarting(manifestDigest: Digest): void {
+    this.#absentPending.get(manifestDigest)?.();
+  }
+
+  /**
    * A lookup of `path` in a layer that the layer does not have (a FUSE server's `onAbsent`):
    * recordings in progress of images with that layer keep it for their report's `absent`.
    */
@@ -214,6 +226,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
    */
   async close(): Promise<void> {
     this.#controller.abort();
+    this.#absentPending.clear();
     this.#streamer.off('image-resolved', this.#onResolved);
     for (const { found, timer } of this.#lookups.values()) {
       clearTimeout(timer);
@@ -333,9 +346,16 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     } else {
       replay = blockReplay(report);
     }
-    void replay.done.then((result) => {
-      // after the replay, which is what the pull waits on: the lookups keep off the pull
+    // the absent paths, once the pull is over (the container is starting) or the replay ends:
+    // lookups during the pull would compete with it for the FUSE server
+    const handOutAbsent = (): void => {
+      if (this.#absentPending.get(manifestDigest) !== handOutAbsent) return;
+      this.#absentPending.delete(manifestDigest);
       for (const [layerDigest, paths] of absentPathsByLayer(report, indexes)) this.emit('absent-paths', { imageRef, manifestDigest, layerDigest, paths });
+    };
+    if (report.absent !== undefined && report.absent.length > 0) this.#absentPending.set(manifestDigest, handOutAbsent);
+    void replay.done.then((result) => {
+      handOutAbsent();
       const event = { imageRef, manifestDigest, result, hits: replay.hits, misses: replay.misses };
       publish(diag.replayed, event);
       this.emit('replayed', event);
