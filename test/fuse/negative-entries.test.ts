@@ -79,6 +79,19 @@ describe('ImgstreamFs negative entries (negativeTimeoutMs)', () => {
     assert.equal((await run('cat', [`${imageDir}/0/etc/name`])).stdout, 'c\n');
   });
 
+  it('past 4 096 names looked up in vain in layers/, every add still drops its cached miss', async () => {
+    const d = layerOf('d');
+    // 4 100 lookups of other layer names that are not there, then d's
+    const script = `const fs = require('node:fs'); const c = require('node:crypto');
+      for (let i = 0; i < 4100; i++) try { fs.lstatSync(process.argv[1] + '/sha256=' + c.randomBytes(32).toString('hex')); } catch {}`;
+    const layersDir = `${fs.mountPoint}/layers`;
+    assert.equal((await run(process.execPath, ['-e', script, layersDir], { timeoutMs: 60_000 })).code, 0);
+    assert.notEqual(await statCode(fs.layerPath(d.index.layerDigest)), 0);
+    fs.addLayer(d.index.layerDigest, d);
+    await fs.visible();
+    assert.equal((await run('cat', [`${fs.layerPath(d.index.layerDigest)}/etc/name`])).stdout, 'd\n');
+  });
+
   it('a warm-up lookup spares the container its own', async () => {
     const warmer = fs.warmPageCache({ readers: 2 });
     warmer.lookUp(a.index.layerDigest, ['etc/gone', 'lib/node_modules/left-pad', 'lib/node_modules/left-pad']);

@@ -268,6 +268,9 @@ export class ImgstreamFs {
     if (this.opts.negativeTimeoutMs > 0) {
       try {
         this.notify = await this.addressNegativeEntries(mountPoint);
+        // added while the mount was being addressed, after a lookup missed them
+        for (const d of this.layers.keys()) this.dropCachedMiss('layers', layerDirName(d));
+        for (const name of this.images.keys()) this.dropCachedMiss('images', name);
       } catch (err) {
         await this.detach(true).catch(() => undefined);
         throw err;
@@ -306,7 +309,7 @@ export class ImgstreamFs {
 
   /** Notes a lookup of a missing name in `layers/` or `images/` (the kernel may cache the miss). */
   private noteMissed(dir: 'layers' | 'images', name: string): void {
-    if (this.notify === undefined || this.missed.overflow) return;
+    if (this.opts.negativeTimeoutMs === 0 || this.missed.overflow) return;
     const set = this.missed[dir];
     if (set.size >= MAX_MISSED_NAMES) this.missed.overflow = true;
     else set.add(name);
