@@ -49,19 +49,19 @@ export function invalidateEntry(fd: number, parent: number, name: string): Promi
  * has it. Undefined when none does.
  */
 export async function findNotifyFd(mountPoint: string): Promise<number | undefined> {
-  const probe = `.imgstream-probe-${randomBytes(8).toString('hex')}`;
-  await stat(`${mountPoint}/${probe}`).then(
-    () => undefined,
-    () => undefined,
-  );
+  const probe = await cachedMiss(mountPoint);
   for (const fd of await fuseDescriptors()) {
-    try {
-      if (await invalidateEntry(fd, FUSE_ROOT_ID, probe)) return fd;
-    } catch {
-      // another process's descriptor kind or a dead connection: not ours
-    }
+    // an error: a dead connection, not ours
+    if (await invalidateEntry(fd, FUSE_ROOT_ID, probe).catch(() => false)) return fd;
   }
   return undefined;
+}
+
+/** Looks up a random name in `dir` of a mount that caches negative entries (so the kernel keeps the miss); returns the name. */
+async function cachedMiss(dir: string): Promise<string> {
+  const probe = `.imgstream-probe-${randomBytes(8).toString('hex')}`;
+  await stat(`${dir}/${probe}`).catch(() => undefined);
+  return probe;
 }
 
 async function fuseDescriptors(): Promise<number[]> {
@@ -93,11 +93,7 @@ export interface PinnedDirectory {
 export async function pinDirectory(fd: number, mountPoint: string, name: string): Promise<PinnedDirectory | undefined> {
   const handle = await open(`${mountPoint}/${name}`, 'r');
   try {
-    const probe = `.imgstream-probe-${randomBytes(8).toString('hex')}`;
-    await stat(`${mountPoint}/${name}/${probe}`).then(
-      () => undefined,
-      () => undefined,
-    );
+    const probe = await cachedMiss(`${mountPoint}/${name}`);
     for (let nodeId = FUSE_ROOT_ID + 1; nodeId <= MAX_PROBED_NODE_ID; nodeId++) {
       // ENOENT: no such node or no such entry in it; ENOTDIR: not a directory
       if (await invalidateEntry(fd, nodeId, probe).catch(() => false)) return { nodeId, handle };

@@ -136,7 +136,7 @@ export class PageCacheWarmer {
       const path = this.#pathOf(layerDigest, p.path);
       if (path !== undefined && p.length > 0) lines += `${JSON.stringify([path, p.offset, p.length])}\n`;
     }
-    if (lines !== '') this.#child.stdin!.write(lines);
+    this.#send(lines);
   }
 
   /**
@@ -152,6 +152,10 @@ export class PageCacheWarmer {
       const path = this.#pathOf(layerDigest, p);
       if (path !== undefined) lines += `${JSON.stringify([path])}\n`;
     }
+    this.#send(lines);
+  }
+
+  #send(lines: string): void {
     if (lines !== '') this.#child.stdin!.write(lines);
   }
 
