@@ -84,6 +84,17 @@ test('imgstreamd with a real containerd: indexed gzip, eStargz and unindexed ima
       assert.equal(s.Labels?.[SnapshotLabel.REMOTE], remote ? img.layerDigests[i] : undefined, `${img.ref} layer ${i}`);
     }
   }
+  // containerd prepares an image's layers one after another: the first Prepare asks the FUSE
+  // server, whose answer names the image's other open layers; their Prepares are decided from it
+  const decided = daemon.records().filter((r) => r.msg === 'remote snapshot: layer is streamed, containerd skips it');
+  for (const img of [indexed]) {
+    const first = img.layerDigests.map((d) => decided.find((r) => r.layer === d));
+    assert.deepEqual(
+      first.map((r) => r?.fromImage ?? false),
+      [false, true],
+      `first decisions of ${img.ref}: ${JSON.stringify(first)}`,
+    );
+  }
   const streamed = daemon.records().filter((r) => r.msg === 'layer is streamed');
   const fallbacks = daemon.records().filter((r) => r.msg === 'layer is not streamed: containerd pulls it in full');
   assert.deepEqual(

@@ -12,10 +12,21 @@ export interface LayerRef {
   layerDigest: string;
 }
 
-/** `POST /v1/layers/open`: stream this layer if it can be (mount it in the FUSE filesystem). */
+/**
+ * `POST /v1/layers/open`: stream this layer if it can be (mount it in the FUSE filesystem).
+ * `siblings`: the image's other layers that are open and shown too, with their directories: the
+ * snapshotter answers their Prepares from this reply (containerd prepares an image's layers one
+ * after another; each round trip reaches a FUSE server busy with the image's prefetch).
+ */
 export type OpenLayerReply =
-  | { remote: true; dir: string; imageKey: string; manifestDigest: string; format: string }
+  | { remote: true; dir: string; imageKey: string; manifestDigest: string; format: string; siblings?: LayerDir[] }
   | { remote: false; code: string; reason: string };
+
+/** A layer of an image and the directory its remote snapshot records. */
+export interface LayerDir {
+  layerDigest: string;
+  dir: string;
+}
 
 /** `POST /v1/layers/lower-dir`: the directory to use as this layer's lowerdir now (re-opens it if needed). */
 export interface LowerDirReply {

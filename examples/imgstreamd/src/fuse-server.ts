@@ -2,7 +2,7 @@ import type { Server } from 'node:http';
 import { DockerConfigCredentials, ImagePrefetcher, ImageStreamer, PrefetchReportStore, RegistryClient, isImgstreamError, loadHostsDir, type Digest, type StreamedLayer } from '@imgstream/core';
 import { ImgstreamFs, fetcherLayerContent, layerNeedsXattrs, type PageCacheWarmer } from '@imgstream/fuse';
 import type { DaemonConfig } from './config.js';
-import { listenControl, type LayerRef, type LowerDirReply, type OpenLayerReply } from './control.js';
+import { listenControl, type LayerDir, type LayerRef, type LowerDirReply, type OpenLayerReply } from './control.js';
 import { startEventReporting } from './k8s.js';
 import type { Logger } from './logger.js';
 import { DaemonMetrics } from './metrics.js';
@@ -172,8 +172,23 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
       if (localDir !== undefined) m.setLayerLocalDir(layer.digest, localDir);
     }
   };
+  /**
+   * The image's other layers that are open (the prefetcher opens every streamable layer of an
+   * image on its first Prepare), shown on their mounts: the snapshotter decides their Prepares
+   * from this list instead of asking again.
+   */
+  const shownSiblings = async (layer: StreamedLayer): Promise<LayerDir[]> => {
+    const open = layer.imageLayers.flatMap((d) => {
+      const sibling = d !== layer.digest ? streamer.layer(d) : undefined;
+      return sibling !== undefined ? [sibling] : [];
+    });
+    for (const s of open) showLayer(s);
+    await Promise.all([fs, plainFs].map((m) => m.visible()));
+    return open.map((s) => ({ layerDigest: s.digest, dir: servingMount(s.digest).layerPath(s.digest) }));
+  };
   const imagesAdded = new Set<string>();
-  const attach = async (req: LayerRef): Promise<OpenLayerReply> => {
+  /** Opens and shows a layer; `siblings`: name the image's other open layers in the reply (for Prepare). */
+  const attach = async (req: LayerRef, siblings = false): Promise<OpenLayerReply> => {
     try {
       const layer = await streamer.openLayer(req);
       const digest = layer.digest;
@@ -194,14 +209,15 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
           clearTimeout(timer);
         }
       }
-      return { remote: true, dir: servingMount(digest).layerPath(digest), imageKey: layer.imageKey, manifestDigest: layer.manifestDigest, format: layer.format };
+      const reply = { remote: true as const, dir: servingMount(digest).layerPath(digest), imageKey: layer.imageKey, manifestDigest: layer.manifestDigest, format: layer.format };
+      return siblings ? { ...reply, siblings: await shownSiblings(layer) } : reply;
     } catch (err) {
       if (!isImgstreamError(err)) throw err;
       return { remote: false, code: err.code, reason: err.message };
     }
   };
   const control = await listenControl(config.controlSocket, {
-    openLayer: attach,
+    openLayer: (req) => attach(req, true),
     async lowerDir(req: LayerRef): Promise<LowerDirReply> {
       const state = streamer.layerState(req.layerDigest as Digest);
       if (state.localDir !== undefined) return { dir: state.localDir, local: true };

@@ -1,6 +1,6 @@
 import { parseLayerLabels, SnapshotLabel, SnapshotterServer, type RemoteSnapshotDecider, type RemoteSnapshotInfo } from '@imgstream/snapshotter';
 import type { DaemonConfig } from './config.js';
-import { ControlClient, type LayerRef } from './control.js';
+import { ControlClient, type LayerRef, type OpenLayerReply } from './control.js';
 import type { Logger } from './logger.js';
 
 /** Label imgstream puts on remote snapshots: the images-in-use key of the image it came from. */
@@ -12,14 +12,53 @@ function layerRefOf(labels: Readonly<Record<string, string>>): LayerRef | undefi
   return { imageRef: layer.imageRef, layerDigest: layer.layerDigest, ...(layer.manifestDigest !== undefined ? { manifestDigest: layer.manifestDigest } : {}) };
 }
 
-/** The remote snapshot decider of imgstreamd: asks the FUSE server over the control socket. */
-export function controlDecider(control: ControlClient): RemoteSnapshotDecider {
+/** Options of {@link controlDecider}. */
+export interface ControlDeciderOptions {
+  /**
+   * How long a layer named in an earlier reply's `siblings` is decided from that reply (once),
+   * without asking the FUSE server. Default 60 s; 0 asks for every layer.
+   */
+  knownForMs?: number;
+  /** Called when a Prepare was decided from an earlier reply. */
+  onKnown?: (ref: LayerRef) => void;
+}
+
+/**
+ * The remote snapshot decider of imgstreamd: asks the FUSE server over the control socket. A
+ * reply names the image's other open layers (`siblings`); the Prepares of those that follow are
+ * decided from it, once each and within `knownForMs`: the directory it recorded is asked for
+ * again at Mounts (`lowerDir`), which re-attaches the layer if the FUSE server lost it meanwhile.
+ */
+export function controlDecider(control: ControlClient, options: ControlDeciderOptions = {}): RemoteSnapshotDecider {
+  const knownForMs = options.knownForMs ?? 60_000;
+  /** `imageRef\nlayerDigest` -> the decision, the image's manifest, and until when it holds */
+  const known = new Map<string, { dir: string; imageKey: string; manifestDigest: string; untilMs: number }>();
+  const remember = (ref: LayerRef, reply: OpenLayerReply & { remote: true }): void => {
+    const now = Date.now();
+    for (const [k, v] of known) if (v.untilMs <= now) known.delete(k);
+    if (knownForMs <= 0) return;
+    for (const s of reply.siblings ?? []) {
+      known.set(`${ref.imageRef}\n${s.layerDigest}`, { dir: s.dir, imageKey: reply.imageKey, manifestDigest: reply.manifestDigest, untilMs: now + knownForMs });
+    }
+  };
+  const recall = (ref: LayerRef): { dir: string; imageKey: string } | undefined => {
+    const key = `${ref.imageRef}\n${ref.layerDigest}`;
+    const k = known.get(key);
+    if (k === undefined) return undefined;
+    known.delete(key);
+    if (k.untilMs <= Date.now() || (ref.manifestDigest !== undefined && ref.manifestDigest !== k.manifestDigest)) return undefined;
+    options.onKnown?.(ref);
+    return k;
+  };
   return {
     async decide(req, { signal }) {
       const ref = layerRefOf(req.labels);
       if (ref === undefined) return { remote: false, reason: 'no image labels on Prepare (pull through CRI or `ctr-remote images rpull`)' };
+      const k = recall(ref);
+      if (k !== undefined) return { remote: true, contentDir: k.dir, labels: { [IMAGE_KEY_LABEL]: k.imageKey } };
       const reply = await control.openLayer(ref, signal !== undefined ? { signal } : {});
       if (!reply.remote) return { remote: false, reason: `${reply.code}: ${reply.reason}` };
+      remember(ref, reply);
       return { remote: true, contentDir: reply.dir, labels: { [IMAGE_KEY_LABEL]: reply.imageKey } };
     },
     async lowerDir(snapshot: RemoteSnapshotInfo, { signal }) {
@@ -37,7 +76,10 @@ export function controlDecider(control: ControlClient): RemoteSnapshotDecider {
  */
 export async function runSnapshotter(config: DaemonConfig, log: Logger): Promise<{ close(): Promise<void> }> {
   const control = new ControlClient(config.controlSocket);
-  const server = new SnapshotterServer({ rootDir: config.snapshotterRoot, remoteSnapshotDecider: controlDecider(control) });
+  // layers decided from an earlier reply of the FUSE server (no round trip), for the log
+  const decidedFromImage = new Set<string>();
+  const decider = controlDecider(control, { onKnown: (ref) => decidedFromImage.add(ref.layerDigest) });
+  const server = new SnapshotterServer({ rootDir: config.snapshotterRoot, remoteSnapshotDecider: decider });
   const snapshotter = server.snapshotter;
   await snapshotter.ready();
 
@@ -49,7 +91,8 @@ export async function runSnapshotter(config: DaemonConfig, log: Logger): Promise
     if (key !== undefined) imageOf.set(info.name, key);
   }
   snapshotter.on('remote-decision', (e) => {
-    if (e.remote) log.info({ snapshot: e.targetRef, layer: e.layerDigest }, 'remote snapshot: layer is streamed, containerd skips it');
+    const fromImage = e.layerDigest !== undefined && decidedFromImage.delete(e.layerDigest);
+    if (e.remote) log.info({ snapshot: e.targetRef, layer: e.layerDigest, ...(fromImage ? { fromImage } : {}) }, 'remote snapshot: layer is streamed, containerd skips it');
     else log.info({ snapshot: e.targetRef, layer: e.layerDigest, reason: e.reason }, 'layer not streamed: containerd unpacks it');
   });
   snapshotter.on('committed', (info, remote) => {
