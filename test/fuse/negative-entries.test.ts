@@ -1,7 +1,7 @@
 // Real FUSE (as root): negative entries (`negativeTimeoutMs`). The kernel must answer a repeated
 // lookup of a missing name itself, a layer or image looked up before it was added must be found once
-// added, a page-cache warm-up's lookups must spare the container its own, and the mount must
-// unmount cleanly with its pinned directories.
+// added, a page-cache warm-up's lookups (of missing and of present paths) must spare the container
+// its own, and the mount must unmount cleanly with its pinned directories.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { layerDirName, type ImgstreamFs } from '@imgstream/fuse';
@@ -25,6 +25,7 @@ describe('ImgstreamFs negative entries (negativeTimeoutMs)', () => {
   const td = teardownStack(after);
   const absent: Array<[Digest, string]> = [];
   const plainAbsent: Array<[Digest, string]> = [];
+  const found: Array<[Digest, string]> = [];
   let fs: ImgstreamFs;
   let plain: ImgstreamFs;
   let a: MemoryLayerContent;
@@ -33,7 +34,7 @@ describe('ImgstreamFs negative entries (negativeTimeoutMs)', () => {
     a = layerOf('a');
     // two mounts in one process: each finds its own connection
     plain = await mountedFs(td, { onAbsent: (l, p) => plainAbsent.push([l, p]) });
-    fs = await mountedFs(td, { negativeTimeoutMs: 60_000, onAbsent: (l, p) => absent.push([l, p]) });
+    fs = await mountedFs(td, { negativeTimeoutMs: 60_000, onAbsent: (l, p) => absent.push([l, p]), onLookup: (l, p) => found.push([l, p]) });
     for (const m of [fs, plain]) m.addLayer(a.index.layerDigest, a);
   });
 
@@ -102,6 +103,22 @@ describe('ImgstreamFs negative entries (negativeTimeoutMs)', () => {
     assert.notEqual(await statCode(`${fs.layerPath(a.index.layerDigest)}/etc/gone`), 0);
     assert.notEqual(await statCode(`${fs.layerPath(a.index.layerDigest)}/lib/node_modules/left-pad`), 0);
     assert.equal(absent.length, before, 'the container looked up nothing the warm-up had not');
+  });
+
+  it('reports the paths it finds (onLookup), once per kernel lookup; a warm-up lookup of one spares the container its own', async () => {
+    const e = layerOf('e');
+    fs.addLayer(e.index.layerDigest, e);
+    await fs.visible();
+    const dir = fs.layerPath(e.index.layerDigest);
+    const ofE = () => found.filter(([l]) => l === e.index.layerDigest).map(([, p]) => p);
+    for (let i = 0; i < 2; i++) assert.equal(await statCode(`${dir}/etc/name`), 0);
+    assert.deepEqual(ofE(), ['etc', 'etc/name'], 'the kernel asked once for each, then kept the entries');
+    const warmer = fs.warmPageCache({ readers: 1 });
+    warmer.lookUp(e.index.layerDigest, ['lib/node_modules']);
+    assert.equal((await warmer.end()).lookups, 1);
+    assert.deepEqual(ofE(), ['etc', 'etc/name', 'lib', 'lib/node_modules']);
+    assert.equal(await statCode(`${dir}/lib/node_modules`), 0);
+    assert.deepEqual(ofE(), ['etc', 'etc/name', 'lib', 'lib/node_modules'], 'the container looked up nothing the warm-up had not');
   });
 
   it('unmounts cleanly with its pinned directories', async () => {

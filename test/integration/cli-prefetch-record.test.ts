@@ -26,15 +26,18 @@ test('imgstream prefetch record REF -- CMD: runs CMD in the streamed image, writ
   await indexImage(client, parseReference(image.ref), { spanBytes: 128 * 1024 });
   const dir = await tempDir(t, 'imgstream-cli-prefetch-');
   const out = join(dir, 'report.json');
-  const { stdout, stderr } = await cli('prefetch', 'record', '--plain-http', '--quiet-ms', '1500', '-o', out, '--push', image.ref, '--', '/bin/busybox', 'cat', '/app/m3.txt', '/app/m20.txt', '/app/nope.txt').catch((err: { stdout: string; stderr: string }) => err);
+  const { stdout, stderr } = await cli('prefetch', 'record', '--plain-http', '--quiet-ms', '1500', '-o', out, '--push', image.ref, '--', '/bin/busybox', 'sh', '-c', 'test -e /app/m5.txt; /bin/busybox cat /app/m3.txt /app/m20.txt /app/nope.txt').catch((err: { stdout: string; stderr: string }) => err);
   // cat fails on the missing file, after reading the two others
-  assert.match(stderr, /recorded \d+ blocks in \d+ ranges of 2 layers, \d+ absent paths \(command exited 1\)/);
+  assert.match(stderr, /recorded \d+ blocks in \d+ ranges of 2 layers, \d+ absent paths, \d+ looked up \(command exited 1\)/);
   const report = parsePrefetchReport(await readFile(out));
   assert.equal(report.manifestDigest, image.manifestDigest);
   assert.deepEqual(report.layers.map((l) => l.digest), image.layerDigests);
   // the lookups in vain: the missing file in the top layer, `app` in the bottom one (overlayfs asks each)
   assert.ok(report.absent?.some((a) => a.layer === 1 && a.path === 'app/nope.txt'), JSON.stringify(report.absent));
   assert.ok(report.absent?.some((a) => a.layer === 0 && a.path === 'app'), JSON.stringify(report.absent));
+  // the paths it found without reading them (`test -e`), not those it read
+  assert.ok(report.looked?.some((a) => a.layer === 1 && a.path === 'app/m5.txt'), JSON.stringify(report.looked));
+  assert.ok(!report.looked?.some((a) => a.path === 'app/m3.txt' || a.path === 'bin/busybox'), JSON.stringify(report.looked));
 
   // the recorded blocks are exactly those of busybox's reads and the two files (plus what busybox touched)
   const streamer = new ImageStreamer({ registry: client, layerCacheDir: join(dir, 'layers'), imagesInUsePath: join(dir, 'in-use.json'), backgroundDownloads: false });

@@ -34,6 +34,8 @@ const FILE_BYTES = 96 * 1024;
 /** The start-up working set: every third file, read whole. */
 /** Paths the workload "looked up" in its layer and did not find. */
 const ABSENT = ['app/node_modules', 'app/mod0.bin.js', 'app/mod3.bin/index.js'];
+/** Paths the workload looked up in its layer, found, and did not read. */
+const LOOKED = ['app/mod1.bin', 'app/mod2.bin'];
 const WORKLOAD = Array.from({ length: FILES }, (_, i) => i).filter((i) => i % 3 === 0).map((i) => `app/mod${i}.bin`);
 
 async function setup(t: Teardown & { after(fn: () => unknown): void }) {
@@ -86,6 +88,8 @@ async function recordOn(n: { prefetcher: ImagePrefetcher; streamer: ImageStreame
   // what a FUSE server reports of the container's lookups in vain (onAbsent); a present path is not kept
   const app = layers.find((l) => l.index.entries.has(WORKLOAD[0]!))!;
   for (const path of [...ABSENT, ABSENT[0]!, WORKLOAD[0]!]) n.prefetcher.noteAbsent(app.digest, path);
+  // and of the paths it finds (onLookup): those it also reads, or that are not there, are not kept
+  for (const path of [...LOOKED, WORKLOAD[0]!, 'app/nothere', LOOKED[0]!]) n.prefetcher.noteLookup(app.digest, path);
   await runWorkload(n.streamer, layers, contents);
   return recorded;
 }
@@ -260,6 +264,7 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
   const report = parsePrefetchReport(await readFile(rec.path));
   assert.ok(report.pack !== undefined && report.files !== undefined, 'the report names a pack');
   assert.deepEqual(report.absent?.map((a) => a.path), ABSENT, 'absent paths in first-lookup order, once each, present ones not kept');
+  assert.deepEqual(report.looked?.map((a) => a.path), LOOKED, 'looked-up paths in first-lookup order, once each, not the read ones');
   const packed = report.pack.members.reduce((n, m) => n + m.decodedSize, 0);
   const workload = WORKLOAD.reduce((n, p) => n + contents.get(p)!.byteLength, 0);
   // the ranges, widened to whole 96 KiB files: exactly the workload's bytes
@@ -280,6 +285,8 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
   const absent: string[] = [];
   // a layer's absent paths come when the replay ends, after its loaded files (marked `early:` otherwise)
   b.prefetcher.on('absent-paths', (e) => absent.push(...e.paths.map((p) => (loadedLayers.has(e.layerDigest) ? p : `early:${p}`))));
+  const looked: string[] = [];
+  b.prefetcher.on('looked-paths', (e) => looked.push(...e.paths));
   const start = await b.prefetcher.startImage(image.ref);
   assert.equal(start.mode, 'replay');
   assert.equal(start.firstBatchReady, true);
@@ -291,6 +298,7 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
   // the page-cache warm-up is handed the pinned ranges as they arrive (here: the workload's files, whole)
   assert.deepEqual(warm.sort(), report.files.map((f) => `${f.path}@${f.offset}+${f.length}`).sort());
   assert.deepEqual(absent, ABSENT, 'the absent paths are handed to the warm-up');
+  assert.deepEqual(looked, LOOKED, 'and the looked-up ones');
   await runWorkload(b.streamer, await openAll(b.streamer, image.ref, image.layerDigests), contents);
   assert.equal(b.fetches.length, 0, 'nothing was fetched from the registry: the pack was local');
   const { hits, misses } = start.replay!;
@@ -314,9 +322,10 @@ test('prefetch pack: a recorded report carries a pack of its file ranges; a fres
     order.push('containerStarting returned');
   });
   c.prefetcher.on('absent-paths', (e) => order.push(`absent-paths ${e.paths.join(',')}`));
+  c.prefetcher.on('looked-paths', (e) => order.push(`looked-paths ${e.paths.join(',')}`));
   c.prefetcher.on('replayed', () => order.push('replayed'));
   await (await c.prefetcher.startImage(image.ref)).replay!.done;
-  assert.deepEqual(order, ['files-loaded', `absent-paths ${ABSENT.join(',')}`, 'containerStarting returned', 'replayed']);
+  assert.deepEqual(order, ['files-loaded', `absent-paths ${ABSENT.join(',')}`, `looked-paths ${LOOKED.join(',')}`, 'containerStarting returned', 'replayed']);
 
   // a report stored over it without that pack, or deleted, takes its pack file along
   const store = a.prefetcher.store;

@@ -46,14 +46,15 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
         packs: config.prefetchPacks,
       })
     : undefined;
-  // lookups in vain under a layer go to the prefetcher's recordings (a report's `absent`)
+  // lookups under a layer go to the prefetcher's recordings: in vain (a report's `absent`), or found (its `looked`)
   const onAbsent = (layer: Digest, path: string): void => prefetcher?.noteAbsent(layer, path);
+  const onLookup = (layer: Digest, path: string): void => prefetcher?.noteLookup(layer, path);
   const negativeTimeoutMs = config.fuseNegativeTimeoutMs;
   // Every layer is under fs (and its images/ view). Layers without xattrs or opaque dirs (most)
   // are also under plainFs, a mount without xattrs, and containers get them from there: the kernel
   // never asks it for xattrs, while overlayfs asks a lower dir for several on every lookup.
-  const fs = new ImgstreamFs({ mountPoint: config.mountPoint, negativeTimeoutMs, onAbsent });
-  const plainFs = new ImgstreamFs({ mountPoint: noXattrMountPoint(config.mountPoint), fsName: 'imgstream-noxattr', xattrs: false, negativeTimeoutMs, onAbsent });
+  const fs = new ImgstreamFs({ mountPoint: config.mountPoint, negativeTimeoutMs, onAbsent, onLookup });
+  const plainFs = new ImgstreamFs({ mountPoint: noXattrMountPoint(config.mountPoint), fsName: 'imgstream-noxattr', xattrs: false, negativeTimeoutMs, onAbsent, onLookup });
   await fs.mount();
   try {
     await plainFs.mount();
@@ -113,6 +114,8 @@ export async function runFuseServer(config: DaemonConfig, log: Logger): Promise<
     });
     // the start-up's lookups in vain, looked up ahead of the container: the kernel caches the misses
     if (negativeTimeoutMs > 0) prefetcher?.on('absent-paths', (e) => warmerFor(e.manifestDigest, e.layerDigest)?.lookUp(e.layerDigest, e.paths));
+    // and those it found without reading them (the kernel keeps their entries: layers do not change)
+    prefetcher?.on('looked-paths', (e) => warmerFor(e.manifestDigest, e.layerDigest)?.lookUp(e.layerDigest, e.paths));
     prefetcher?.on('replayed', (e) => {
       const perMount = warmers.get(e.manifestDigest);
       if (perMount === undefined) return;

@@ -9,7 +9,9 @@ import {
   PrefetchReplay,
   PrefetchWarmupPlan,
   MAX_PREFETCH_ABSENT_PATHS,
+  MAX_PREFETCH_LOOKED_PATHS,
   absentPathsByLayer,
+  lookedPathsByLayer,
   buildPrefetchReport,
   checkPrefetchReport,
   isImgstreamError,
@@ -341,6 +343,67 @@ test('prefetch report absent paths: first lookups in order, bounded, round-trip,
   assert.deepEqual(recorded.absent, [
     { layer: 0, path: 'usr/lib/node_modules' },
     { layer: 0, path: 'etc/hosts' },
+  ]);
+  fetcher.close();
+});
+
+test('prefetch report looked-up paths: paths found and not read, first lookups in order, bounded, round-trip, validation; the recorder keeps paths its layers have; the replay skips paths the index lacks', async () => {
+  const { blob, index } = await landmarkLayer();
+  const d = index.layerDigest;
+  const other = sha256Digest('other') as Digest;
+  const lookups = [
+    { layer: d, path: 'usr/bin/python' },
+    { layer: d, path: 'usr/lib' },
+    { layer: d, path: 'usr/bin/python' }, // repeat
+    { layer: d, path: 'usr/lib/libc.so' }, // read: its reads warm it
+    { layer: other, path: 'x' }, // not a layer of the report
+    { layer: d, path: 'usr/../x' }, // not a path in a layer
+    { layer: d, path: 'usr/gone' }, // not in the index (a report that says so is wrong about it)
+  ];
+  const reads = [{ layer: d, path: 'usr/lib/libc.so', offset: 0, length: 10 }];
+  const report = buildPrefetchReport(manifest, [reportLayerOf(index)], [{ layer: d, block: 0 }], new Date(0), reads, [{ layer: d, path: 'etc/nope' }], lookups);
+  assert.deepEqual(report.looked, [
+    { layer: 0, path: 'usr/bin/python' },
+    { layer: 0, path: 'usr/lib' },
+    { layer: 0, path: 'usr/gone' },
+  ]);
+  assert.deepEqual(report.absent, [{ layer: 0, path: 'etc/nope' }], 'beside the absent paths');
+  const bytes = serialisePrefetchReport(report);
+  assert.deepEqual(parsePrefetchReport(bytes), report);
+  assert.deepEqual([...lookedPathsByLayer(report, new Map([[d, index]]))], [[d, ['usr/bin/python', 'usr/lib']]]);
+  assert.deepEqual([...lookedPathsByLayer(report, new Map())], [], 'layers without an index: nothing');
+  const edit = (looked: unknown) => {
+    const j = JSON.parse(new TextDecoder().decode(bytes)) as Record<string, unknown>;
+    j.looked = looked;
+    return new TextEncoder().encode(JSON.stringify(j));
+  };
+  assert.throws(() => parsePrefetchReport(edit([[0, '/abs']])), invalid(/looked 0: bad path/));
+  assert.throws(() => parsePrefetchReport(edit([[0, 'a'], [3, 'b']])), invalid(/looked 1: bad layer/));
+  assert.throws(() => parsePrefetchReport(edit([[0, 'a'], [0, 'a']])), invalid(/looked 1: listed twice/));
+  assert.throws(() => parsePrefetchReport(edit({})), invalid(/looked must be an array/));
+  assert.throws(() => parsePrefetchReport(edit(Array.from({ length: MAX_PREFETCH_LOOKED_PATHS + 1 }, (_, i) => [0, `p${i}`]))), invalid(/at most/));
+  assert.equal(parsePrefetchReport(edit(undefined)).looked, undefined, 'reports recorded before it existed');
+  assert.equal(buildPrefetchReport(manifest, [reportLayerOf(index)], [], new Date(0), reads, undefined, [{ layer: d, path: 'usr/lib/libc.so' }]).looked, undefined, 'only read paths: none');
+  const many = Array.from({ length: MAX_PREFETCH_LOOKED_PATHS + 5 }, (_, i) => ({ layer: d, path: `m/${i}` }));
+  const bounded = buildPrefetchReport(manifest, [reportLayerOf(index)], [], new Date(0), undefined, undefined, many);
+  assert.equal(bounded.looked?.length, MAX_PREFETCH_LOOKED_PATHS);
+  assert.equal(bounded.looked?.[0]?.path, 'm/0');
+
+  // the recorder: lookups of paths its layers have, once each, until it stops; not those it read
+  const fetcher = new BlockFetcher();
+  const recorder = new PrefetchRecorder({ fetcher, manifestDigest: manifest, layers: [index], quietMs: 100, recordMaxMs: 10_000 });
+  recorder.noteLookup(d, 'usr/bin/python');
+  recorder.noteLookup(d, 'usr/lib/node_modules'); // the layer lacks it
+  recorder.noteLookup(other, 'usr/bin/python');
+  recorder.noteLookup(d, 'usr/bin/python');
+  recorder.noteLookup(d, 'usr/lib/libc.so');
+  await fetcher.read({ index, reader: new BufferRangeReader(blob) }, index.entries.get('usr/lib/libc.so')!, 0, 10);
+  recorder.noteLookup(d, 'usr/share/doc/big');
+  const recorded = await recorder.done;
+  recorder.noteLookup(d, 'usr/lib');
+  assert.deepEqual(recorded.looked, [
+    { layer: 0, path: 'usr/bin/python' },
+    { layer: 0, path: 'usr/share/doc/big' },
   ]);
   fetcher.close();
 });

@@ -58,6 +58,12 @@ export interface ImgstreamFsOptions {
    * up in vain (a prefetch report's `absent`). Must not throw. Default none.
    */
   onAbsent?: (layer: Digest, path: string) => void;
+  /**
+   * Called with each path under a layer that is looked up and found (its attributes asked for):
+   * what a prefetch recording keeps, but the files it reads, as the paths a start-up looked up
+   * (a prefetch report's `looked`). Must not throw. Default none.
+   */
+  onLookup?: (layer: Digest, path: string) => void;
   /** Let users other than the mounting one (containers, overlayfs users) use the mount. Default true. */
   allowOther?: boolean;
   /**
@@ -89,6 +95,7 @@ interface ResolvedOptions {
   cacheTimeoutMs: number;
   negativeTimeoutMs: number;
   onAbsent: ((layer: Digest, path: string) => void) | undefined;
+  onLookup: ((layer: Digest, path: string) => void) | undefined;
   allowOther: boolean;
   staleCheckTimeoutMs: number;
   fsName: string;
@@ -182,6 +189,7 @@ export class ImgstreamFs {
       cacheTimeoutMs: nonNegative('cacheTimeoutMs', options.cacheTimeoutMs ?? defaults.fuse.cacheTimeoutMs),
       negativeTimeoutMs: nonNegative('negativeTimeoutMs', options.negativeTimeoutMs ?? defaults.fuse.negativeTimeoutMs),
       onAbsent: options.onAbsent,
+      onLookup: options.onLookup,
       allowOther: options.allowOther ?? true,
       staleCheckTimeoutMs: positive('staleCheckTimeoutMs', options.staleCheckTimeoutMs ?? defaults.fuse.staleCheckTimeoutMs),
       fsName: options.fsName ?? 'imgstream',
@@ -602,6 +610,7 @@ export class ImgstreamFs {
         const r = this.resolve(path);
         if (typeof r === 'number') return cb(-r);
         cb(0, this.statOf(r));
+        if (r.kind === 'layer' && r.path !== '') this.opts.onLookup?.(r.layer.digest, r.path);
       },
       access: (path: string, mode: number, cb: FuseCallback) => {
         const r = this.resolve(path);

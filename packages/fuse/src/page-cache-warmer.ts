@@ -140,10 +140,12 @@ export class PageCacheWarmer {
   }
 
   /**
-   * Queues lookups of paths in a layer that are not there (a prefetch report's `absent`): on a
-   * mount that caches negative entries (`negativeTimeoutMs`), a container's own lookups of them
-   * then fail in the kernel without a FUSE request. Paths of layers the mount does not serve
-   * through FUSE are skipped. Ignored after {@link end} or {@link stop}.
+   * Queues lookups of paths in a layer: paths that are not there (a prefetch report's `absent`),
+   * which on a mount that caches negative entries (`negativeTimeoutMs`) a container's own lookups
+   * then find missing in the kernel, and paths that are there but were not read (its `looked`),
+   * whose entries the kernel then has. Either way without a FUSE request of the container's.
+   * Paths of layers the mount does not serve through FUSE are skipped. Ignored after {@link end}
+   * or {@link stop}.
    */
   lookUp(layerDigest: Digest, paths: readonly string[]): void {
     if (this.#ended) return;

@@ -51,8 +51,8 @@ export function prefetchCommand(): Command {
       const dir = await mkdtemp(join(tmpdir(), 'imgstream-prefetch-'));
       const streamer = new ImageStreamer({ registry: client, layerCacheDir: join(dir, 'layers'), imagesInUsePath: join(dir, 'in-use.json'), backgroundDownloads: false });
       let recorder: PrefetchRecorder | undefined;
-      // the command's lookups of names a layer does not have: the report's `absent`
-      const fs = new ImgstreamFs({ mountPoint: join(dir, 'mnt'), onAbsent: (layer, path) => recorder?.noteAbsent(layer, path) });
+      // the command's lookups of names a layer does not have (the report's `absent`) and of those it has (its `looked`)
+      const fs = new ImgstreamFs({ mountPoint: join(dir, 'mnt'), onAbsent: (layer, path) => recorder?.noteAbsent(layer, path), onLookup: (layer, path) => recorder?.noteLookup(layer, path) });
       const merged = join(dir, 'merged');
       let overlay = false;
       try {
@@ -86,7 +86,7 @@ export function prefetchCommand(): Command {
         recorder.stop();
         const report = await recorder.done;
         const blocks = report.ranges.reduce((n, r) => n + r.count, 0);
-        process.stderr.write(`imgstream: recorded ${blocks} blocks in ${report.ranges.length} ranges of ${report.layers.length} layers, ${report.absent?.length ?? 0} absent paths (command ${first === 'quiet' ? 'stopped after going quiet' : `exited ${code}`})\n`);
+        process.stderr.write(`imgstream: recorded ${blocks} blocks in ${report.ranges.length} ranges of ${report.layers.length} layers, ${report.absent?.length ?? 0} absent paths, ${report.looked?.length ?? 0} looked up (command ${first === 'quiet' ? 'stopped after going quiet' : `exited ${code}`})\n`);
         if (flags.output !== undefined) await writeFile(flags.output, serialisePrefetchReport(report));
         if (flags.push === true) {
           // pushed with its pack: a replay then fetches the file ranges alone, not the blocks around them

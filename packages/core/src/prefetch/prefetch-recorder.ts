@@ -7,6 +7,8 @@ import { buildPrefetchReport, MAX_PREFETCH_ABSENT_PATHS, reportLayerOf, type Pre
 
 /** File reads kept for the report's file ranges (they are joined per file when the report is built). */
 const MAX_FILE_READS = 1_000_000;
+/** Lookups of present paths kept while recording (the report keeps at most MAX_PREFETCH_LOOKED_PATHS of those it did not read). */
+const MAX_LOOKUPS = 100_000;
 
 /** Options of {@link PrefetchRecorder}. */
 export interface PrefetchRecorderOptions {
@@ -41,6 +43,8 @@ export class PrefetchRecorder {
   readonly #fileReads: Array<{ layer: Digest; path: string; offset: number; length: number }> = [];
   readonly #absent: Array<{ layer: Digest; path: string }> = [];
   readonly #absentSeen = new Set<string>();
+  readonly #looked: Array<{ layer: Digest; path: string }> = [];
+  readonly #lookedSeen = new Set<string>();
   readonly #quietMs: number;
   #quietTimer: NodeJS.Timeout | undefined;
   readonly #maxTimer: NodeJS.Timeout;
@@ -56,7 +60,7 @@ export class PrefetchRecorder {
     if (!(this.#quietMs > 0)) throw invalidOption('quietMs', 'must be positive');
     if (!(maxMs > 0)) throw invalidOption('recordMaxMs', 'must be positive');
     const stopped = new Promise<void>((resolve) => (this.#resolve = resolve));
-    this.done = stopped.then(() => buildPrefetchReport(options.manifestDigest, options.layers.map(reportLayerOf), this.#reads, new Date(), this.#fileReads, this.#absent));
+    this.done = stopped.then(() => buildPrefetchReport(options.manifestDigest, options.layers.map(reportLayerOf), this.#reads, new Date(), this.#fileReads, this.#absent, this.#looked));
     this.#fetcher.on('cache', this.#onCache);
     this.#fetcher.on('read', this.#onRead);
     this.#maxTimer = setTimeout(() => this.stop(), maxMs);
@@ -75,11 +79,24 @@ export class PrefetchRecorder {
    * index has, and once stopped.
    */
   noteAbsent(layer: Digest, path: string): void {
-    if (this.#stopped || this.#absent.length >= MAX_PREFETCH_ABSENT_PATHS || this.#layers.get(layer)?.entries.has(path) !== false) return;
+    if (this.#layers.get(layer)?.entries.has(path) === false) this.#keep(this.#absent, this.#absentSeen, MAX_PREFETCH_ABSENT_PATHS, layer, path);
+  }
+
+  /**
+   * Records a lookup of a path that one of the image's layers has (a FUSE server's `onLookup`):
+   * the report's `looked`, but the paths the start also read. Ignored for other layers, for paths
+   * the index does not have, and once stopped.
+   */
+  noteLookup(layer: Digest, path: string): void {
+    if (this.#layers.get(layer)?.entries.has(path) === true) this.#keep(this.#looked, this.#lookedSeen, MAX_LOOKUPS, layer, path);
+  }
+
+  /** Keeps the first lookup of a path in `list` (at most `max`), while recording. */
+  #keep(list: Array<{ layer: Digest; path: string }>, seen: Set<string>, max: number, layer: Digest, path: string): void {
     const key = `${layer}\0${path}`;
-    if (this.#absentSeen.has(key)) return;
-    this.#absentSeen.add(key);
-    this.#absent.push({ layer, path });
+    if (this.#stopped || list.length >= max || seen.has(key)) return;
+    seen.add(key);
+    list.push({ layer, path });
   }
 
   /** Stops recording now; `done` resolves. Idempotent. */

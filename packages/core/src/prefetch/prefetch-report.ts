@@ -61,6 +61,18 @@ export const MAX_PREFETCH_ABSENT_PATHS = 20_000;
 const MAX_ABSENT_JSON_BYTES = 1024 * 1024;
 
 /**
+ * A path the start-up looked up in a layer, found, and did not read (a stat: Python checks each
+ * module's source beside the bytecode it loads; a program looks for its configuration): a replay
+ * looks it up ahead, so the kernel has the entry when the container's own lookup comes
+ * (docs/prefetch.md).
+ */
+export type PrefetchLookedPath = PrefetchAbsentPath;
+
+/** Most looked-up paths a report carries (also at most about 512 KiB of them serialised); a start-up that looked up more keeps its first ones. */
+export const MAX_PREFETCH_LOOKED_PATHS = 10_000;
+const MAX_LOOKED_JSON_BYTES = 512 * 1024;
+
+/**
  * Most file ranges a report carries; a start-up that read more keeps its first ones (also at most
  * about 2 MiB of them serialised, so the report stays under {@link MAX_PREFETCH_REPORT_BYTES}).
  */
@@ -81,6 +93,8 @@ export interface PrefetchReport {
   readonly files?: readonly PrefetchFileRange[];
   /** Optional: the paths looked up in vain, in first-lookup order, no repeats (reports recorded before it existed have none). */
   readonly absent?: readonly PrefetchAbsentPath[];
+  /** Optional: the paths looked up and found but not read (no path of `files`), in first-lookup order, no repeats. */
+  readonly looked?: readonly PrefetchLookedPath[];
   /**
    * Optional: the pack of `files` (their bytes, compressed range by range), a second blob beside
    * the report; a replay that can read it fetches it instead of the blocks (docs/prefetch.md).
@@ -122,6 +136,7 @@ export function buildPrefetchReport(
   createdAt: Date = new Date(),
   fileReads?: Iterable<{ readonly layer: Digest; readonly path: string; readonly offset: number; readonly length: number }>,
   absentLookups?: Iterable<{ readonly layer: Digest; readonly path: string }>,
+  lookups?: Iterable<{ readonly layer: Digest; readonly path: string }>,
 ): PrefetchReport {
   const pos = new Map<Digest, number>(layers.map((l, i) => [l.digest, i]));
   const seen = new Set<string>();
@@ -138,12 +153,26 @@ export function buildPrefetchReport(
   }
   const report: PrefetchReport = { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: createdAt.toISOString(), layers: [...layers], ranges };
   const files = fileReads === undefined ? undefined : joinFileReads(pos, fileReads);
-  const absent = absentLookups === undefined ? undefined : firstAbsent(pos, absentLookups);
-  return { ...report, ...(files !== undefined ? { files } : {}), ...(absent !== undefined && absent.length > 0 ? { absent } : {}) };
+  const absent = absentLookups === undefined ? undefined : firstLookups(pos, absentLookups, MAX_PREFETCH_ABSENT_PATHS, MAX_ABSENT_JSON_BYTES);
+  // a path the start read is warmed by its reads: only the others are worth a lookup ahead
+  const read = new Set((files ?? []).map((f) => `${f.layer}\0${f.path}`));
+  const looked = lookups === undefined ? undefined : firstLookups(pos, lookups, MAX_PREFETCH_LOOKED_PATHS, MAX_LOOKED_JSON_BYTES, read);
+  return {
+    ...report,
+    ...(files !== undefined ? { files } : {}),
+    ...(absent !== undefined && absent.length > 0 ? { absent } : {}),
+    ...(looked !== undefined && looked.length > 0 ? { looked } : {}),
+  };
 }
 
-/** Absent-path lookups in order -> the first lookup of each, within the report's bounds. */
-function firstAbsent(pos: ReadonlyMap<Digest, number>, lookups: Iterable<{ readonly layer: Digest; readonly path: string }>): PrefetchAbsentPath[] {
+/** Lookups in order -> the first lookup of each (but `skip`'s `layer\0path` keys), within `max` paths and about `maxJsonBytes`. */
+function firstLookups(
+  pos: ReadonlyMap<Digest, number>,
+  lookups: Iterable<{ readonly layer: Digest; readonly path: string }>,
+  max: number,
+  maxJsonBytes: number,
+  skip: ReadonlySet<string> = new Set(),
+): PrefetchAbsentPath[] {
   const out: PrefetchAbsentPath[] = [];
   const seen = new Set<string>();
   let jsonBytes = 0;
@@ -151,9 +180,9 @@ function firstAbsent(pos: ReadonlyMap<Digest, number>, lookups: Iterable<{ reado
     const layer = pos.get(l.layer);
     if (layer === undefined || !isLayerPath(l.path)) continue;
     const key = `${layer}\0${l.path}`;
-    if (seen.has(key)) continue;
+    if (seen.has(key) || skip.has(key)) continue;
     const size = Buffer.byteLength(l.path) + 16; // [layer,"path"], with room for escapes
-    if (out.length >= MAX_PREFETCH_ABSENT_PATHS || jsonBytes + size > MAX_ABSENT_JSON_BYTES) break;
+    if (out.length >= max || jsonBytes + size > maxJsonBytes) break;
     seen.add(key);
     jsonBytes += size;
     out.push({ layer, path: l.path });
@@ -221,6 +250,7 @@ export function serialisePrefetchReport(report: PrefetchReport): Uint8Array {
     ranges: report.ranges.map((r) => [r.layer, r.first, r.count]),
     ...(report.files !== undefined ? { files: report.files.map((f) => [f.layer, f.path, f.offset, f.length]) } : {}),
     ...(report.absent !== undefined ? { absent: report.absent.map((a) => [a.layer, a.path]) } : {}),
+    ...(report.looked !== undefined ? { looked: report.looked.map((a) => [a.layer, a.path]) } : {}),
     ...(report.pack !== undefined
       ? { pack: { digest: report.pack.digest, size: report.pack.size, align: report.pack.align, extend: report.pack.extend, piece: report.pack.piece, members: report.pack.members.map((m) => [m.compressedSize, m.decodedSize, m.digest]) } }
       : {}),
@@ -272,8 +302,17 @@ export function parsePrefetchReport(bytes: Uint8Array): PrefetchReport {
     }
     return { layer, first, count };
   });
-  const absent = parseAbsent(o.absent, layers.length, manifestDigest);
-  const report = { version: PREFETCH_REPORT_VERSION, manifestDigest, createdAt: o.createdAt, layers, ranges, ...(absent !== undefined ? { absent } : {}) };
+  const absent = parsePaths(o.absent, 'absent', MAX_PREFETCH_ABSENT_PATHS, layers.length, manifestDigest);
+  const looked = parsePaths(o.looked, 'looked', MAX_PREFETCH_LOOKED_PATHS, layers.length, manifestDigest);
+  const report = {
+    version: PREFETCH_REPORT_VERSION,
+    manifestDigest,
+    createdAt: o.createdAt,
+    layers,
+    ranges,
+    ...(absent !== undefined ? { absent } : {}),
+    ...(looked !== undefined ? { looked } : {}),
+  };
   if (o.files === undefined) {
     if (o.pack !== undefined) throw bad('a pack without files', manifestDigest);
     return report;
@@ -292,17 +331,18 @@ export function parsePrefetchReport(bytes: Uint8Array): PrefetchReport {
   return { ...report, files, pack };
 }
 
-function parseAbsent(value: unknown, layers: number, manifestDigest: Digest): PrefetchAbsentPath[] | undefined {
+/** `absent` or `looked`: [layer, path] pairs, no repeats. */
+function parsePaths(value: unknown, field: 'absent' | 'looked', max: number, layers: number, manifestDigest: Digest): PrefetchAbsentPath[] | undefined {
   if (value === undefined) return undefined;
-  if (!Array.isArray(value) || value.length > MAX_PREFETCH_ABSENT_PATHS) throw bad(`absent must be an array of at most ${MAX_PREFETCH_ABSENT_PATHS}`, manifestDigest);
+  if (!Array.isArray(value) || value.length > max) throw bad(`${field} must be an array of at most ${max}`, manifestDigest);
   const seen = new Set<string>();
   return value.map((a: unknown, i) => {
-    if (!Array.isArray(a) || a.length !== 2) throw bad(`absent ${i}: not a [layer, path] pair`, manifestDigest);
+    if (!Array.isArray(a) || a.length !== 2) throw bad(`${field} ${i}: not a [layer, path] pair`, manifestDigest);
     const [layer, path] = a as unknown[];
-    if (!isCount(layer, 0) || layer >= layers) throw bad(`absent ${i}: bad layer`, manifestDigest);
-    if (!isLayerPath(path)) throw bad(`absent ${i}: bad path`, manifestDigest);
+    if (!isCount(layer, 0) || layer >= layers) throw bad(`${field} ${i}: bad layer`, manifestDigest);
+    if (!isLayerPath(path)) throw bad(`${field} ${i}: bad path`, manifestDigest);
     const key = `${layer}\0${path}`;
-    if (seen.has(key)) throw bad(`absent ${i}: listed twice`, manifestDigest);
+    if (seen.has(key)) throw bad(`${field} ${i}: listed twice`, manifestDigest);
     seen.add(key);
     return { layer, path };
   });
@@ -313,11 +353,23 @@ function parseAbsent(value: unknown, layers: number, manifestDigest: Digest): Pr
  * has (a report that says otherwise is wrong about them; they are not looked up).
  */
 export function absentPathsByLayer(report: PrefetchReport, indexes: ReadonlyMap<Digest, LayerIndex>): Map<Digest, string[]> {
+  return pathsByLayer(report, report.absent, indexes, false);
+}
+
+/**
+ * The looked-up paths of a report per layer digest, in report order, but those the layer's index
+ * does not have.
+ */
+export function lookedPathsByLayer(report: PrefetchReport, indexes: ReadonlyMap<Digest, LayerIndex>): Map<Digest, string[]> {
+  return pathsByLayer(report, report.looked, indexes, true);
+}
+
+function pathsByLayer(report: PrefetchReport, list: readonly PrefetchAbsentPath[] | undefined, indexes: ReadonlyMap<Digest, LayerIndex>, present: boolean): Map<Digest, string[]> {
   const out = new Map<Digest, string[]>();
-  for (const a of report.absent ?? []) {
+  for (const a of list ?? []) {
     const digest = report.layers[a.layer]!.digest;
     const index = indexes.get(digest);
-    if (index === undefined || index.entries.has(a.path)) continue;
+    if (index === undefined || index.entries.has(a.path) !== present) continue;
     const paths = out.get(digest) ?? [];
     paths.push(a.path);
     out.set(digest, paths);

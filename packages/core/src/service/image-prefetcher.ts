@@ -8,7 +8,7 @@ import type { FetchLayer } from '../fetch/block-fetcher.js';
 import type { LayerIndex } from '../index/model.js';
 import { fetchPrefetchReport, pushPrefetchReport } from '../prefetch/prefetch-artifact.js';
 import { PrefetchRecorder } from '../prefetch/prefetch-recorder.js';
-import { absentPathsByLayer, buildPrefetchReport, checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
+import { absentPathsByLayer, buildPrefetchReport, lookedPathsByLayer, checkPrefetchReport, landmarkPrefetchReport, type PrefetchReport } from '../prefetch/prefetch-report.js';
 import { PrefetchReportStore } from '../prefetch/prefetch-report-store.js';
 import { PrefetchReplay, type PrefetchReplayResult } from '../prefetch/prefetch-replay.js';
 import { packMemberRanges, packPrefetchReport, PackReadAhead, packWarmupPieces, reportPackRanges, type PackFileRange } from '../prefetch/prefetch-pack.js';
@@ -72,6 +72,13 @@ export interface ImagePrefetcherEvents {
    * ends (then after every `files-loaded`, before `replayed`), whichever comes first.
    */
   'absent-paths': (event: { imageRef: string; manifestDigest: Digest; layerDigest: Digest; paths: readonly string[] }) => void;
+  /**
+   * Paths of a layer that a replayed report says the start-up looked up, found and did not read
+   * (its `looked`), in report order: a FUSE server looks them up ahead, so the kernel has their
+   * entries when the container's lookups come. Emitted right after the layer's `absent-paths`
+   * would be (with or without them).
+   */
+  'looked-paths': (event: { imageRef: string; manifestDigest: Digest; layerDigest: Digest; paths: readonly string[] }) => void;
   /** Hit/miss counts of a replay, final (reported when the image's recording window ends). */
   'replay-stats': (event: { imageRef: string; manifestDigest: Digest; hits: number; misses: number }) => void;
   /** A report was recorded and stored. */
@@ -205,8 +212,9 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
 
   /**
    * The image's container is being created (a snapshotter asked for its lower directories): the
-   * pull is over, so a replay still in progress hands out its report's absent paths now
-   * (`absent-paths`) instead of when it ends, and the lookups come before the container's own.
+   * pull is over, so a replay still in progress hands out its report's absent and looked-up paths
+   * now (`absent-paths`, `looked-paths`) instead of when it ends, and the lookups come before the
+   * container's own.
    */
   containerStarting(manifestDigest: Digest): void {
     this.#absentPending.get(manifestDigest)?.();
@@ -218,6 +226,15 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
    */
   noteAbsent(layerDigest: Digest, path: string): void {
     for (const r of this.#recorders) r.noteAbsent(layerDigest, path);
+  }
+
+  /**
+   * A lookup of `path` in a layer that the layer has (a FUSE server's `onLookup`): recordings in
+   * progress of images with that layer keep it for their report's `looked` (unless the start
+   * reads it too).
+   */
+  noteLookup(layerDigest: Digest, path: string): void {
+    for (const r of this.#recorders) r.noteLookup(layerDigest, path);
   }
 
   /**
@@ -346,14 +363,15 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     } else {
       replay = blockReplay(report);
     }
-    // the absent paths, once the pull is over (the container is starting) or the replay ends:
-    // lookups during the pull would compete with it for the FUSE server
+    // the absent and looked-up paths, once the pull is over (the container is starting) or the
+    // replay ends: lookups during the pull would compete with it for the FUSE server
     const handOutAbsent = (): void => {
       if (this.#absentPending.get(manifestDigest) !== handOutAbsent) return;
       this.#absentPending.delete(manifestDigest);
       for (const [layerDigest, paths] of absentPathsByLayer(report, indexes)) this.emit('absent-paths', { imageRef, manifestDigest, layerDigest, paths });
+      for (const [layerDigest, paths] of lookedPathsByLayer(report, indexes)) this.emit('looked-paths', { imageRef, manifestDigest, layerDigest, paths });
     };
-    if (report.absent !== undefined && report.absent.length > 0) this.#absentPending.set(manifestDigest, handOutAbsent);
+    if ((report.absent?.length ?? 0) + (report.looked?.length ?? 0) > 0) this.#absentPending.set(manifestDigest, handOutAbsent);
     void replay.done.then((result) => {
       handOutAbsent();
       const event = { imageRef, manifestDigest, result, hits: replay.hits, misses: replay.misses };
