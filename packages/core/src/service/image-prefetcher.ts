@@ -118,8 +118,8 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
   /** layer digest -> recordings in progress that read it */
   readonly #recording = new Map<Digest, Set<Promise<unknown>>>();
   readonly #recorders = new Set<PrefetchRecorder>();
-  /** Replays whose absent paths are not handed out yet (manifest digest -> hands them out). */
-  readonly #absentPending = new Map<Digest, () => void>();
+  /** Replays whose absent and looked-up paths are not handed out yet (manifest digest -> hands them out). */
+  readonly #lookupsPending = new Map<Digest, () => void>();
   /** Report lookups started by {@link lookahead}, not taken by a start yet (manifest digest ->). */
   readonly #lookups = new Map<Digest, { found: Promise<FoundReport>; timer: NodeJS.Timeout }>();
   readonly #onResolved = (e: { imageRef: string; manifestDigest: Digest }): void => this.lookahead(e.imageRef, e.manifestDigest);
@@ -217,7 +217,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
    * container's own.
    */
   containerStarting(manifestDigest: Digest): void {
-    this.#absentPending.get(manifestDigest)?.();
+    this.#lookupsPending.get(manifestDigest)?.();
   }
 
   /**
@@ -243,7 +243,7 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
    */
   async close(): Promise<void> {
     this.#controller.abort();
-    this.#absentPending.clear();
+    this.#lookupsPending.clear();
     this.#streamer.off('image-resolved', this.#onResolved);
     for (const { found, timer } of this.#lookups.values()) {
       clearTimeout(timer);
@@ -365,15 +365,15 @@ export class ImagePrefetcher extends EventEmitter<ImagePrefetcherEvents> {
     }
     // the absent and looked-up paths, once the pull is over (the container is starting) or the
     // replay ends: lookups during the pull would compete with it for the FUSE server
-    const handOutAbsent = (): void => {
-      if (this.#absentPending.get(manifestDigest) !== handOutAbsent) return;
-      this.#absentPending.delete(manifestDigest);
+    const handOutLookups = (): void => {
+      if (this.#lookupsPending.get(manifestDigest) !== handOutLookups) return;
+      this.#lookupsPending.delete(manifestDigest);
       for (const [layerDigest, paths] of absentPathsByLayer(report, indexes)) this.emit('absent-paths', { imageRef, manifestDigest, layerDigest, paths });
       for (const [layerDigest, paths] of lookedPathsByLayer(report, indexes)) this.emit('looked-paths', { imageRef, manifestDigest, layerDigest, paths });
     };
-    if ((report.absent?.length ?? 0) + (report.looked?.length ?? 0) > 0) this.#absentPending.set(manifestDigest, handOutAbsent);
+    if ((report.absent?.length ?? 0) + (report.looked?.length ?? 0) > 0) this.#lookupsPending.set(manifestDigest, handOutLookups);
     void replay.done.then((result) => {
-      handOutAbsent();
+      handOutLookups();
       const event = { imageRef, manifestDigest, result, hits: replay.hits, misses: replay.misses };
       publish(diag.replayed, event);
       this.emit('replayed', event);
